@@ -1,0 +1,34 @@
+// Package codec is the SPOP wire format: it turns bytes into SPOP frames and
+// frames into bytes, and nothing more. It knows no sockets, loggers or
+// goroutines; pkg/conn, pkg/dispatch and cmd/bench build on it.
+//
+// # Layout of a frame
+//
+// Every frame is a 4-byte big-endian LENGTH (which does not count itself)
+// followed by LENGTH bytes: a type byte, 32-bit FLAGS, the stream-id and
+// frame-id as SPOP varints, and the payload. [NextFrame] splits a byte stream
+// into frames, checking LENGTH against a limit before anything is allocated;
+// [ParseFrame] splits a frame into its [Header] and payload.
+//
+// # Decoding
+//
+// Decoders work in place: the names, strings and binaries they return alias
+// the frame buffer they were given and are valid only while that buffer is.
+// [Notify.Decode] and [Ack.Decode] reuse their slices, so a warm decoder
+// allocates nothing. Arguments are looked up by name with a scan
+// ([Message.Arg]), which is cheaper than building a map for the handful of
+// arguments a message carries.
+//
+// # Encoding
+//
+// Encoders append to a caller's buffer, in the style of strconv.AppendInt:
+// [AppendVarint], [AppendValue], [AppendSetVar], [AppendAgentHello]. A frame is
+// built with [BeginFrame], which reserves the length prefix, and
+// [FinishFrame], which patches it in.
+//
+// # Errors
+//
+// Every error returned by this package is, or wraps, a [*Error] carrying the
+// SPOP status code that the agent sends in its AGENT-DISCONNECT; [StatusOf]
+// maps any error to that code. No input makes a decoder panic.
+package codec
