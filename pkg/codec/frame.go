@@ -97,8 +97,9 @@ type Frame struct {
 // n = 0 and need, the total number of bytes (prefix included) that b must
 // hold; need is 0 while the prefix itself is incomplete. The LENGTH is
 // checked before any of that: below MinFrameLen it fails with
-// ErrFrameTooSmall, above limit with ErrFrameTooBig, so a caller never sizes
-// a buffer from an unchecked length.
+// ErrFrameTooSmall, above limit (or, on a 32-bit platform, beyond what an
+// int can index) with ErrFrameTooBig, so a caller never sizes a buffer from
+// an unchecked length.
 func NextFrame(b []byte, limit uint32) (frame []byte, n, need int, err error) {
 	if len(b) < LengthPrefixLen {
 		return nil, 0, 0, nil
@@ -107,12 +108,22 @@ func NextFrame(b []byte, limit uint32) (frame []byte, n, need int, err error) {
 	if err != nil {
 		return nil, 0, 0, err
 	}
-	total := LengthPrefixLen + int(l)
+	// Computed in 64 bits: on a 32-bit platform LengthPrefixLen+int(l) can
+	// overflow int (to a negative "total" that would then slice b out of
+	// range). A frame that no int can measure cannot be held either.
+	total64 := LengthPrefixLen + uint64(l)
+	if total64 > uint64(maxInt) {
+		return nil, 0, 0, ErrFrameTooBig
+	}
+	total := int(total64)
 	if len(b) < total {
 		return nil, 0, total, nil
 	}
 	return b[LengthPrefixLen:total:total], total, total, nil
 }
+
+// maxInt is the largest int on this platform.
+const maxInt = int(^uint(0) >> 1)
 
 // ParseLength decodes a length prefix (the first 4 bytes of b, which must be
 // there) and checks it against MinFrameLen and limit.
