@@ -1,0 +1,79 @@
+// Package pipeline holds the few types that a connection (pkg/conn) and the
+// dispatcher (pkg/dispatch) exchange, so that neither imports the other.
+package pipeline
+
+import (
+	"context"
+	"sync"
+
+	"github.com/spoe-forge/spoe-forge/internal/bufpool"
+	"github.com/spoe-forge/spoe-forge/pkg/codec"
+)
+
+// Batch is a set of NOTIFY and continuation (UNSET) frames read together.
+// The payloads of Frames alias Buf. Ownership of a Batch, and of the
+// reference to Buf it holds, passes with every channel send; the final owner
+// calls Release, after Retain-ing Buf for every frame it keeps.
+type Batch struct {
+	Buf    *bufpool.Buf
+	Frames []codec.Frame
+	// Pool is where Recycle puts the emptied batch; nil drops it.
+	Pool *sync.Pool
+}
+
+// Release drops the batch's reference to its buffer and empties it.
+func (b *Batch) Release() {
+	if b.Buf != nil {
+		b.Buf.Release()
+		b.Buf = nil
+	}
+	clear(b.Frames)
+	b.Frames = b.Frames[:0]
+}
+
+// Recycle releases the batch and returns it to its pool. The caller must not
+// touch b afterwards.
+func (b *Batch) Recycle() {
+	b.Release()
+	if b.Pool != nil {
+		b.Pool.Put(b)
+	}
+}
+
+// Session describes a negotiated connection.
+type Session struct {
+	// EngineID is the engine-id HAProxy sent (empty when absent). With async,
+	// connections of one engine-id are interchangeable for ACKs.
+	EngineID string
+	// MaxFrameSize is the negotiated max-frame-size.
+	MaxFrameSize uint32
+	// Capabilities is what the agent announced.
+	Capabilities codec.Capabilities
+	// Remote is the peer's address, for logs.
+	Remote string
+}
+
+// Conn is the connection as the dispatcher sees it. It is implemented by
+// pkg/conn and safe for concurrent use.
+type Conn interface {
+	// Session returns the negotiated parameters.
+	Session() *Session
+	// Context is cancelled when the connection dies or is drained.
+	Context() context.Context
+	// Acquire takes one in-flight slot, blocking while the connection's
+	// limit of unanswered NOTIFYs is reached. It returns false once the
+	// connection is closing; the caller then drops the frame.
+	Acquire() bool
+	// Reply queues a whole ACK frame (it is copied) for the NOTIFY that holds
+	// a slot of this connection, and releases that slot once the frame has
+	// been written (or dropped). It returns false if the connection can no
+	// longer write; the slot is released all the same.
+	Reply(frame []byte) bool
+	// Forward queues a whole ACK frame for a NOTIFY received on another
+	// connection of the same engine (async). It holds no slot. It returns
+	// false if the connection can no longer write.
+	Forward(frame []byte) bool
+	// Fail ends the connection with an AGENT-DISCONNECT carrying err's
+	// status (codec.StatusOf), for protocol errors found past the decoder.
+	Fail(err error)
+}

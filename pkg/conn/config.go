@@ -1,0 +1,93 @@
+package conn
+
+import (
+	"time"
+
+	"github.com/spoe-forge/spoe-forge/internal/bufpool"
+	"github.com/spoe-forge/spoe-forge/internal/pipeline"
+	"github.com/spoe-forge/spoe-forge/pkg/codec"
+	"github.com/valyala/bytebufferpool"
+	"go.uber.org/zap"
+)
+
+// Defaults used for zero Config fields.
+const (
+	DefaultMaxFrameSize = codec.DefaultMaxFrameSize
+	DefaultMaxInFlight  = 64
+	DefaultHelloTimeout = 5 * time.Second
+	DefaultWriteTimeout = 10 * time.Second
+	DefaultLinger       = time.Second
+)
+
+// Config is what a connection needs to know. A zero field takes its default.
+// Config is shared by every connection of an agent and must not change once
+// the first connection is served.
+type Config struct {
+	// MaxFrameSize is the largest max-frame-size the agent accepts; the
+	// answer to HAProxy is min(offer, MaxFrameSize). At least 256.
+	MaxFrameSize uint32
+	// Capabilities is what the agent implements. Pipelining and async are
+	// announced only when HAProxy offers them too; fragmentation is
+	// announced whenever it is set (HAProxy never offers it).
+	Capabilities codec.Capabilities
+	// MaxInFlight bounds the NOTIFYs of one connection that are received and
+	// not yet answered. When it is reached the reader stops, and TCP pushes
+	// back on HAProxy.
+	MaxInFlight int
+	// HelloTimeout bounds the wait for the HAPROXY-HELLO.
+	HelloTimeout time.Duration
+	// WriteTimeout bounds every write; a peer that stops reading loses its
+	// connection instead of pinning the writer.
+	WriteTimeout time.Duration
+	// IdleTimeout, when positive, ends a connection that sends nothing for
+	// that long with AGENT-DISCONNECT status 2. HAProxy manages idle
+	// connections itself, so it is off by default.
+	IdleTimeout time.Duration
+	// Linger bounds the wait for the peer to close after an AGENT-DISCONNECT,
+	// so that the frame is read before the socket closes.
+	Linger time.Duration
+	// Logger receives one line per connection end, and errors.
+	Logger *zap.Logger
+	// ReadBuffers and WriteBuffers are the pools of the reader and the
+	// writer; nil means private pools.
+	ReadBuffers  *bufpool.Pool
+	WriteBuffers *bytebufferpool.Pool
+}
+
+func (c *Config) withDefaults() *Config {
+	d := *c
+	if d.MaxFrameSize == 0 {
+		d.MaxFrameSize = DefaultMaxFrameSize
+	}
+	d.MaxFrameSize = max(d.MaxFrameSize, codec.MinMaxFrameSize)
+	if d.MaxInFlight <= 0 {
+		d.MaxInFlight = DefaultMaxInFlight
+	}
+	if d.HelloTimeout <= 0 {
+		d.HelloTimeout = DefaultHelloTimeout
+	}
+	if d.WriteTimeout <= 0 {
+		d.WriteTimeout = DefaultWriteTimeout
+	}
+	if d.Linger <= 0 {
+		d.Linger = DefaultLinger
+	}
+	if d.Logger == nil {
+		d.Logger = zap.NewNop()
+	}
+	if d.ReadBuffers == nil {
+		d.ReadBuffers = new(bufpool.Pool)
+	}
+	if d.WriteBuffers == nil {
+		d.WriteBuffers = new(bytebufferpool.Pool)
+	}
+	return &d
+}
+
+// Dispatcher consumes a connection's NOTIFY and UNSET frames. Serve runs in
+// its own goroutine, started once the HELLO is negotiated. It owns every
+// batch it receives, and must return once in is closed and every NOTIFY it
+// accepted has been answered through c (or dropped because c is closing).
+type Dispatcher interface {
+	Serve(c pipeline.Conn, in <-chan *pipeline.Batch)
+}

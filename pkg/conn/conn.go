@@ -1,0 +1,388 @@
+package conn
+
+import (
+	"context"
+	"errors"
+	"io"
+	"net"
+	"os"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/spoe-forge/spoe-forge/internal/pipeline"
+	"github.com/spoe-forge/spoe-forge/pkg/codec"
+	"go.uber.org/zap"
+)
+
+// Errors that end a connection without being protocol errors.
+var (
+	// ErrDrained: the agent is shutting down and drained the connection.
+	ErrDrained = errors.New("conn: drained for shutdown")
+	// ErrPeerDisconnect: HAProxy sent HAPROXY-DISCONNECT.
+	ErrPeerDisconnect = errors.New("conn: HAPROXY-DISCONNECT received")
+	// ErrHealthcheck: the connection was a health check, answered and closed.
+	ErrHealthcheck = errors.New("conn: health check answered")
+)
+
+const (
+	rxQueue      = 4    // batches between reader and decoder
+	dxQueue      = 4    // batches between decoder and dispatcher
+	initialRead  = 4096 // first read buffer; grows under load
+	maxReadClass = 64 << 10
+)
+
+// Conn is one SPOP connection. Create it with New and run it with Serve.
+type Conn struct {
+	nc  net.Conn
+	cfg *Config
+	log *zap.Logger
+	d   Dispatcher
+
+	ctx    context.Context // handlers' context: cancelled when the connection dies
+	cancel context.CancelCauseFunc
+
+	limit     atomic.Uint32 // the reader's LENGTH limit; set by the decoder after HELLO
+	helloDone atomic.Bool   // set by the decoder once the HELLO is answered
+
+	rx       chan *pipeline.Batch // reader -> decoder; closed by the reader
+	readErr  error                // written by the reader before closing rx
+	stopRead chan struct{}        // closed by Serve to stop the reader's sends
+
+	out        *outbox
+	gate       gate
+	writerDone chan struct{}
+
+	drain     chan struct{} // closed by Drain
+	drainOnce sync.Once
+
+	failed   chan struct{} // closed by Fail, after failErr is set
+	failErr  error
+	failOnce sync.Once
+
+	sess    pipeline.Session // written by the decoder before the dispatcher starts; read-only after
+	batches sync.Pool        // *pipeline.Batch
+}
+
+// New prepares a connection for Serve. cfg is shared, not copied per frame.
+func New(nc net.Conn, cfg *Config, d Dispatcher) *Conn {
+	cfg = cfg.withDefaults()
+	c := &Conn{
+		nc:         nc,
+		cfg:        cfg,
+		log:        cfg.Logger,
+		d:          d,
+		rx:         make(chan *pipeline.Batch, rxQueue),
+		stopRead:   make(chan struct{}),
+		out:        newOutbox(cfg.WriteBuffers),
+		writerDone: make(chan struct{}),
+		drain:      make(chan struct{}),
+		failed:     make(chan struct{}),
+	}
+	c.gate.max = cfg.MaxInFlight
+	c.limit.Store(cfg.MaxFrameSize)
+	c.sess.Remote = nc.RemoteAddr().String()
+	c.ctx, c.cancel = context.WithCancelCause(context.Background())
+	return c
+}
+
+// Drain asks the connection to end gracefully: it stops taking NOTIFYs,
+// answers the ones it has, sends AGENT-DISCONNECT status 0 and closes. It
+// does not wait; Serve returns when it is done.
+func (c *Conn) Drain() { c.drainOnce.Do(func() { close(c.drain) }) }
+
+// Abort ends the connection at once: handlers' contexts are cancelled and
+// the socket is closed.
+func (c *Conn) Abort() {
+	c.cancel(ErrDrained)
+	_ = c.nc.Close()
+}
+
+// Session implements pipeline.Conn.
+func (c *Conn) Session() *pipeline.Session { return &c.sess }
+
+// Context implements pipeline.Conn.
+func (c *Conn) Context() context.Context { return c.ctx }
+
+// Acquire implements pipeline.Conn.
+func (c *Conn) Acquire() bool { return c.gate.acquire() }
+
+// Reply implements pipeline.Conn.
+func (c *Conn) Reply(frame []byte) bool {
+	if c.out.push(frame, true) {
+		return true
+	}
+	c.gate.release(1)
+	return false
+}
+
+// Forward implements pipeline.Conn.
+func (c *Conn) Forward(frame []byte) bool { return c.out.push(frame, false) }
+
+// InFlight returns the number of NOTIFYs received and not yet answered.
+func (c *Conn) InFlight() int { return c.gate.inFlight() }
+
+// Serve runs the connection until it ends and returns why: nil or io.EOF for
+// a clean end, ErrHealthcheck, ErrPeerDisconnect, ErrDrained, or the error
+// (a *codec.Error for protocol errors) that made the agent disconnect. The
+// socket is closed and every goroutine started for it has exited when Serve
+// returns.
+func (c *Conn) Serve() error {
+	_ = c.nc.SetReadDeadline(time.Now().Add(c.cfg.HelloTimeout))
+	var readerDone sync.WaitGroup
+	readerDone.Add(1)
+	go func() {
+		defer readerDone.Done()
+		c.readLoop()
+	}()
+	go c.writeLoop()
+
+	dispatchIn := make(chan *pipeline.Batch, dxQueue)
+	var dispatcherDone chan struct{}
+	startDispatcher := func() {
+		dispatcherDone = make(chan struct{})
+		go func() {
+			defer close(dispatcherDone)
+			c.d.Serve(c, dispatchIn)
+		}()
+	}
+
+	err := c.decodeLoop(dispatchIn, startDispatcher)
+
+	var last []byte
+	switch {
+	case errors.Is(err, ErrDrained):
+		// Graceful: answer what was accepted, then say goodbye.
+		close(dispatchIn)
+		if dispatcherDone != nil {
+			<-dispatcherDone
+		}
+		last = codec.AppendDisconnect(nil, codec.FrameAgentDisconnect, codec.StatusNormal, "agent shutting down")
+	case errors.Is(err, ErrHealthcheck):
+		// The AGENT-HELLO is queued; nothing else to say.
+	case errors.Is(err, ErrPeerDisconnect):
+		last = codec.AppendDisconnect(nil, codec.FrameAgentDisconnect, codec.StatusNormal, codec.StatusNormal.String())
+	case err == nil || errors.Is(err, io.EOF) || isReset(err) || errors.Is(err, net.ErrClosed):
+		// The peer is gone: nothing can be said.
+	default:
+		st := codec.StatusOf(err)
+		last = codec.AppendDisconnect(nil, codec.FrameAgentDisconnect, st, reasonOf(err, st))
+	}
+	if !errors.Is(err, ErrDrained) {
+		c.cancel(err)
+		c.gate.shut()
+		close(dispatchIn)
+	}
+	c.out.close(last)
+	<-c.writerDone
+	// Read until the peer closes (or Linger passes) so that unread input
+	// does not make the kernel reset the connection over our last frame.
+	_ = c.nc.SetReadDeadline(time.Now().Add(c.cfg.Linger))
+	close(c.stopRead)
+	for b := range c.rx {
+		c.putBatch(b)
+	}
+	readerDone.Wait()
+	_ = c.nc.Close()
+	c.cancel(err)
+	c.gate.shut()
+	if dispatcherDone != nil {
+		<-dispatcherDone
+	}
+	c.logEnd(err)
+	return err
+}
+
+func (c *Conn) logEnd(err error) {
+	switch {
+	case errors.Is(err, ErrHealthcheck):
+		if ce := c.log.Check(zap.DebugLevel, "health check answered"); ce != nil {
+			ce.Write(zap.String("remote", c.sess.Remote))
+		}
+	case err == nil || errors.Is(err, io.EOF) || isReset(err) || errors.Is(err, ErrDrained) || errors.Is(err, ErrPeerDisconnect) || errors.Is(err, net.ErrClosed):
+		if ce := c.log.Check(zap.DebugLevel, "connection closed"); ce != nil {
+			ce.Write(zap.String("remote", c.sess.Remote), zap.String("engine_id", c.sess.EngineID), zap.NamedError("reason", err))
+		}
+	default:
+		st := codec.StatusOf(err)
+		c.log.Warn("connection closed with an error",
+			zap.String("remote", c.sess.Remote),
+			zap.Uint32("status", uint32(st)),
+			zap.String("status_text", st.String()),
+			zap.Error(err))
+	}
+}
+
+// reasonOf returns the DISCONNECT message: the static reason of a
+// *codec.Error, else HAProxy's text for the status. Peer bytes never go back
+// to the peer.
+func reasonOf(err error, st codec.Status) string {
+	var e *codec.Error
+	if errors.As(err, &e) && e.Reason != "" {
+		return e.Reason
+	}
+	return st.String()
+}
+
+func isReset(err error) bool {
+	return errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE)
+}
+
+func (c *Conn) getBatch() *pipeline.Batch {
+	if v := c.batches.Get(); v != nil {
+		return v.(*pipeline.Batch)
+	}
+	return &pipeline.Batch{Frames: make([]codec.Frame, 0, 16), Pool: &c.batches}
+}
+
+func (c *Conn) putBatch(b *pipeline.Batch) { b.Recycle() }
+
+// Fail implements pipeline.Conn.
+func (c *Conn) Fail(err error) {
+	c.failOnce.Do(func() {
+		c.failErr = err
+		close(c.failed)
+	})
+}
+
+// readLoop is the reader stage. It owns the socket's read side and the
+// buffer being filled. Each read's complete frames go to the decoder as one
+// batch, which takes the batch's reference to the buffer; the incomplete
+// tail is copied into the next buffer. It exits on a read error (recorded in
+// readErr) or when stopRead is closed, and closes rx.
+func (c *Conn) readLoop() {
+	defer close(c.rx)
+	pool := c.cfg.ReadBuffers
+	size := initialRead
+	buf := pool.Get(size)
+	defer func() { buf.Release() }()
+	for {
+		if c.cfg.IdleTimeout > 0 && c.helloDone.Load() {
+			// Until the HELLO is answered the HELLO deadline holds.
+			_ = c.nc.SetReadDeadline(time.Now().Add(c.cfg.IdleTimeout))
+		}
+		n, err := c.nc.Read(buf.B[len(buf.B):cap(buf.B)])
+		free := cap(buf.B) - len(buf.B)
+		buf.B = buf.B[:len(buf.B)+n]
+		if n > 0 {
+			// Adapt the next buffer to the load: grow when a read filled the
+			// buffer, shrink when reads are small.
+			switch {
+			case n == free && size < maxReadClass:
+				size *= 2
+			case n < size/8 && size > initialRead:
+				size /= 2
+			}
+		}
+		if len(buf.B) >= codec.LengthPrefixLen {
+			b := c.getBatch()
+			off, need := 0, 0
+			var ferr error
+			limit := c.limit.Load()
+			for {
+				frame, n, nd, e := codec.NextFrame(buf.B[off:], limit)
+				if e != nil {
+					ferr = e
+					break
+				}
+				if frame == nil {
+					need = nd
+					break
+				}
+				b.Frames = append(b.Frames, codec.Frame{Payload: frame})
+				off += n
+			}
+			if len(b.Frames) > 0 {
+				// Hand the frames over with this buffer; move the tail.
+				next := pool.Get(max(size, need, len(buf.B)-off))
+				next.B = append(next.B, buf.B[off:]...)
+				b.Buf = buf
+				buf = next
+				select {
+				case c.rx <- b: // ownership of b and its buffer reference passes to the decoder
+				case <-c.stopRead:
+					c.putBatch(b)
+					c.readErr = net.ErrClosed
+					return
+				}
+			} else {
+				c.batches.Put(b)
+				if need > cap(buf.B) {
+					bigger := pool.Get(max(size, need))
+					bigger.B = append(bigger.B, buf.B...)
+					buf.Release()
+					buf = bigger
+				}
+			}
+			if ferr != nil {
+				c.readErr = ferr
+				return
+			}
+		}
+		if err != nil {
+			switch {
+			case errors.Is(err, io.EOF) && len(buf.B) > 0:
+				err = io.ErrUnexpectedEOF // cut mid-frame
+			case errors.Is(err, os.ErrDeadlineExceeded):
+				err = &codec.Error{Status: codec.StatusTimeout, Reason: "read timeout"}
+			}
+			c.readErr = err
+			return
+		}
+		if len(buf.B) == cap(buf.B) {
+			// Only a partial length prefix can fill a buffer without a
+			// complete frame; make room.
+			bigger := pool.Get(max(size, 2*cap(buf.B)))
+			bigger.B = append(bigger.B, buf.B...)
+			buf.Release()
+			buf = bigger
+		}
+	}
+}
+
+// writeLoop is the writer stage. It owns the socket's write side: it takes
+// everything queued in the outbox and writes it with one call under a write
+// deadline, then releases the in-flight slots of the ACKs it wrote. It exits
+// once the outbox is closed and empty, half-closing the socket.
+func (c *Conn) writeLoop() {
+	defer close(c.writerDone)
+	failed := false
+	for {
+		<-c.out.wake
+		buf, slots, closed := c.out.take()
+		if buf != nil {
+			if !failed {
+				_ = c.nc.SetWriteDeadline(time.Now().Add(c.cfg.WriteTimeout))
+				if _, err := c.nc.Write(buf.B); err != nil {
+					failed = true
+					c.writeFailed(err)
+				}
+			}
+			c.cfg.WriteBuffers.Put(buf)
+		}
+		c.gate.release(slots)
+		if closed {
+			// close() appended the last frame before setting closed, so
+			// this take got everything.
+			if !failed {
+				if cw, ok := c.nc.(interface{ CloseWrite() error }); ok {
+					_ = cw.CloseWrite()
+				}
+			}
+			return
+		}
+	}
+}
+
+// writeFailed ends the connection after a write error: nothing more can be
+// said, so handlers are cancelled and the reader is unblocked.
+func (c *Conn) writeFailed(err error) {
+	if ce := c.log.Check(zap.DebugLevel, "write failed"); ce != nil {
+		ce.Write(zap.String("remote", c.sess.Remote), zap.Error(err))
+	}
+	c.out.close(nil)
+	c.cancel(err)
+	c.gate.shut()
+	_ = c.nc.SetReadDeadline(time.Now())
+}

@@ -1,0 +1,107 @@
+package dispatch
+
+import (
+	"context"
+	"sync"
+	"time"
+)
+
+// taskCtx is the context.Context a handler receives. It is pooled with its
+// task, so that a NOTIFY costs no context allocation: the deadline is a plain
+// field, and Err compares the clock with it. Only a handler that asks for
+// Done pays for a channel and two timers, created on first use.
+//
+// A taskCtx must not be used after its handler returns (it is reset and
+// reused); the Handler documentation says so.
+type taskCtx struct {
+	parent   context.Context // the connection's (or, with async, the agent's) context
+	deadline time.Time
+
+	mu       sync.Mutex
+	gen      uint64        // bumped by reset, so stale timer callbacks do nothing
+	done     chan struct{} // made by the first Done call
+	err      error
+	timer    *time.Timer
+	stopPrnt func() bool
+}
+
+func (c *taskCtx) start(parent context.Context, deadline time.Time) {
+	c.parent, c.deadline = parent, deadline
+}
+
+// Deadline implements context.Context.
+func (c *taskCtx) Deadline() (time.Time, bool) { return c.deadline, true }
+
+// Value implements context.Context.
+func (c *taskCtx) Value(key any) any { return c.parent.Value(key) }
+
+// Err implements context.Context.
+func (c *taskCtx) Err() error {
+	c.mu.Lock()
+	made, err := c.done != nil, c.err
+	c.mu.Unlock()
+	if made {
+		// Done was asked for: Err follows its closing exactly.
+		return err
+	}
+	if c.parent.Err() != nil {
+		return context.Canceled
+	}
+	if !time.Now().Before(c.deadline) {
+		return context.DeadlineExceeded
+	}
+	return nil
+}
+
+// Done implements context.Context.
+func (c *taskCtx) Done() <-chan struct{} {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.done != nil {
+		return c.done
+	}
+	c.done = make(chan struct{})
+	if c.parent.Err() != nil {
+		c.finishLocked(context.Canceled)
+		return c.done
+	}
+	d := time.Until(c.deadline)
+	if d <= 0 {
+		c.finishLocked(context.DeadlineExceeded)
+		return c.done
+	}
+	gen := c.gen
+	c.timer = time.AfterFunc(d, func() { c.fire(gen, context.DeadlineExceeded) })
+	c.stopPrnt = context.AfterFunc(c.parent, func() { c.fire(gen, context.Canceled) })
+	return c.done
+}
+
+func (c *taskCtx) fire(gen uint64, err error) {
+	c.mu.Lock()
+	if c.gen == gen && c.err == nil {
+		c.finishLocked(err)
+	}
+	c.mu.Unlock()
+}
+
+func (c *taskCtx) finishLocked(err error) {
+	c.err = err
+	close(c.done)
+}
+
+// reset makes the context reusable for the next task.
+func (c *taskCtx) reset() {
+	c.mu.Lock()
+	c.gen++
+	if c.timer != nil {
+		c.timer.Stop()
+		c.timer = nil
+	}
+	if c.stopPrnt != nil {
+		c.stopPrnt()
+		c.stopPrnt = nil
+	}
+	c.done, c.err = nil, nil
+	c.mu.Unlock()
+	c.parent = nil
+}

@@ -1,0 +1,211 @@
+package dispatch
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/panjf2000/ants/v2"
+	"github.com/spoe-forge/spoe-forge/internal/bufpool"
+	"github.com/spoe-forge/spoe-forge/internal/pipeline"
+	"github.com/spoe-forge/spoe-forge/pkg/codec"
+	"github.com/valyala/bytebufferpool"
+	"go.uber.org/zap"
+)
+
+// Handler handles one SPOE message.
+//
+// ctx carries the per-NOTIFY deadline and is cancelled when the connection
+// dies or the agent stops. m and everything obtained from it are valid only
+// until the handler returns, and so are ctx and a. A handler that returns an
+// error or panics is logged; the actions it added before an error are kept
+// (after a panic they are dropped), the error variable is set if configured,
+// and the NOTIFY is acknowledged all the same.
+type Handler interface {
+	HandleMessage(ctx context.Context, m *Message, a *Actions) error
+}
+
+// HandlerFunc adapts a function to Handler.
+type HandlerFunc func(ctx context.Context, m *Message, a *Actions) error
+
+// HandleMessage calls f.
+func (f HandlerFunc) HandleMessage(ctx context.Context, m *Message, a *Actions) error {
+	return f(ctx, m, a)
+}
+
+// Error codes written to the error variable (Config.ErrorVar).
+const (
+	ErrCodeHandler  = 1 // the handler returned an error
+	ErrCodePanic    = 2 // the handler panicked
+	ErrCodeTimeout  = 3 // the handler returned after its deadline, or with a context error
+	ErrCodeTooLarge = 4 // the actions did not fit in one ACK frame
+	ErrCodeAction   = 5 // an action was invalid (empty or over-long name, bad scope)
+)
+
+// Var names a variable: a scope and a bare name.
+type Var struct {
+	Scope codec.Scope
+	Name  string
+}
+
+// Defaults for zero Config fields.
+const (
+	DefaultWorkers        = 1024
+	DefaultTimeout        = time.Second
+	DefaultMaxMessageSize = 1 << 20
+)
+
+// Config configures a Dispatcher.
+type Config struct {
+	// Handlers maps SPOE message names to handlers. It is read-only once the
+	// Dispatcher is built.
+	Handlers map[string]Handler
+	// Fallback handles messages with no handler; nil ignores them (the
+	// NOTIFY is still acknowledged).
+	Fallback Handler
+	// Workers is the capacity of the worker pool shared by every connection.
+	Workers int
+	// Timeout is the per-NOTIFY deadline of handlers' contexts.
+	Timeout time.Duration
+	// MaxMessageSize bounds a reassembled (fragmented) NOTIFY.
+	MaxMessageSize int
+	// ErrorVar, when its Name is set, is set to an ErrCode* integer when a
+	// handler fails.
+	ErrorVar Var
+	// Async enables replying on another connection of the same engine-id
+	// when a NOTIFY's own connection died (HAProxy 2.6/3.0 with "async").
+	Async bool
+	// Base is the parent context of handlers' contexts on async
+	// connections, and is consulted for values; nil means Background.
+	Base context.Context
+	// Logger receives handler failures.
+	Logger *zap.Logger
+	// Buffers is the pool of reassembly and ACK buffers.
+	Buffers *bytebufferpool.Pool
+}
+
+// Dispatcher runs handlers for every connection of an agent.
+type Dispatcher struct {
+	cfg    Config
+	routes map[string]route
+	log    *zap.Logger
+	pool  *ants.PoolWithFuncGeneric[*task]
+	tasks sync.Pool // *task
+
+	mu      sync.Mutex
+	engines map[string][]pipeline.Conn // async: live connections by engine-id
+}
+
+// ErrClosed is returned by Serve's callers when the pool is released.
+var ErrClosed = errors.New("dispatch: closed")
+
+// New builds a Dispatcher and its worker pool.
+func New(cfg Config) (*Dispatcher, error) {
+	if cfg.Workers <= 0 {
+		cfg.Workers = DefaultWorkers
+	}
+	if cfg.Timeout <= 0 {
+		cfg.Timeout = DefaultTimeout
+	}
+	if cfg.MaxMessageSize <= 0 {
+		cfg.MaxMessageSize = DefaultMaxMessageSize
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = zap.NewNop()
+	}
+	if cfg.Base == nil {
+		cfg.Base = context.Background()
+	}
+	if cfg.Buffers == nil {
+		cfg.Buffers = new(bytebufferpool.Pool)
+	}
+	if cfg.ErrorVar.Name != "" {
+		if _, err := codec.AppendSetVar(nil, cfg.ErrorVar.Scope, cfg.ErrorVar.Name, codec.Int64(0)); err != nil {
+			return nil, fmt.Errorf("dispatch: error variable: %w", err)
+		}
+	}
+	d := &Dispatcher{cfg: cfg, log: cfg.Logger, engines: make(map[string][]pipeline.Conn),
+		routes: make(map[string]route, len(cfg.Handlers))}
+	for name, h := range cfg.Handlers {
+		if h != nil {
+			d.routes[name] = route{h: h, name: name}
+		}
+	}
+	pool, err := ants.NewPoolWithFuncGeneric(cfg.Workers, d.run,
+		ants.WithDisablePurge(true),
+		ants.WithLogger(antsLogger{cfg.Logger}),
+		ants.WithPanicHandler(func(p any) {
+			// run recovers handler panics itself; this is a last resort.
+			cfg.Logger.Error("worker panicked outside a handler", zap.Any("panic", p))
+		}))
+	if err != nil {
+		return nil, fmt.Errorf("dispatch: worker pool: %w", err)
+	}
+	d.pool = pool
+	return d, nil
+}
+
+type route struct {
+	h    Handler
+	name string
+}
+
+type antsLogger struct{ l *zap.Logger }
+
+func (a antsLogger) Printf(format string, args ...any) {
+	a.l.Warn("worker pool", zap.String("message", fmt.Sprintf(format, args...)))
+}
+
+// Close releases the worker pool, waiting up to timeout for running tasks.
+func (d *Dispatcher) Close(timeout time.Duration) error {
+	return d.pool.ReleaseTimeout(timeout)
+}
+
+// Running returns the number of workers running a task.
+func (d *Dispatcher) Running() int { return d.pool.Running() }
+
+// Waiting returns the number of NOTIFYs waiting for a free worker.
+func (d *Dispatcher) Waiting() int { return d.pool.Waiting() }
+
+// task is one NOTIFY on its way through a worker. Tasks are pooled.
+type task struct {
+	d    *Dispatcher
+	c    pipeline.Conn
+	s    *session
+	sid  uint64
+	fid  uint64
+	rx   *bufpool.Buf               // reference to the frame's read buffer, or nil
+	own  *bytebufferpool.ByteBuffer // reassembled payload, or nil
+	ack  []byte                     // the ACK being built; kept across uses
+	note codec.Notify
+	msg  Message
+	acts Actions
+	ctx  taskCtx
+}
+
+func (d *Dispatcher) getTask() *task {
+	if v := d.tasks.Get(); v != nil {
+		return v.(*task)
+	}
+	return &task{d: d}
+}
+
+// release returns the task's buffers and the task itself to their pools.
+func (t *task) release() {
+	d := t.d
+	if t.rx != nil {
+		t.rx.Release()
+		t.rx = nil
+	}
+	if t.own != nil {
+		d.cfg.Buffers.Put(t.own)
+		t.own = nil
+	}
+	t.note.Reset()
+	t.msg = Message{}
+	t.acts.reset(nil)
+	t.c, t.s = nil, nil
+	d.tasks.Put(t)
+}
