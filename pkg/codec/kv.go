@@ -124,24 +124,50 @@ func SupportsVersion2(versions []byte) bool {
 		} else {
 			w, versions = versions, nil
 		}
-		w = trimSpace(w)
-		if len(w) >= 2 && w[0] == '2' && w[1] == '.' && allDigits(w[2:]) {
+		if major, _, ok := parseVersion(w); ok && major == 2 {
 			return true
 		}
 	}
 	return false
 }
 
-func allDigits(b []byte) bool {
-	if len(b) == 0 {
-		return false
+// parseVersion reads "major.minor" with optional surrounding white space,
+// as HAProxy's spoe_str_to_vsn() does: both numbers are decimal digits, the
+// major is not 0 and the minor at most 999, so "2.0", " 2.0 " and "2.00" are
+// all version 2.0.
+func parseVersion(b []byte) (major, minor int, ok bool) {
+	b = trimSpace(b)
+	dot := indexByte(b, '.')
+	if dot < 1 || dot == len(b)-1 {
+		return 0, 0, false
 	}
+	major, ok = decimal(b[:dot], 1<<20)
+	if !ok || major == 0 {
+		return 0, 0, false
+	}
+	minor, ok = decimal(b[dot+1:], 999)
+	if !ok {
+		return 0, 0, false
+	}
+	return major, minor, true
+}
+
+// decimal parses a non-empty run of digits whose value is at most limit.
+func decimal(b []byte, limit int) (int, bool) {
+	if len(b) == 0 {
+		return 0, false
+	}
+	n := 0
 	for _, c := range b {
 		if c < '0' || c > '9' {
-			return false
+			return 0, false
+		}
+		n = n*10 + int(c-'0')
+		if n > limit {
+			return 0, false
 		}
 	}
-	return true
+	return n, true
 }
 
 func indexByte(b []byte, c byte) int {
@@ -153,14 +179,20 @@ func indexByte(b []byte, c byte) int {
 	return -1
 }
 
+// trimSpace removes the white space C's isspace() knows (HAProxy trims
+// with it) from both ends of b.
 func trimSpace(b []byte) []byte {
-	for len(b) > 0 && (b[0] == ' ' || b[0] == '\t') {
+	for len(b) > 0 && isSpace(b[0]) {
 		b = b[1:]
 	}
-	for len(b) > 0 && (b[len(b)-1] == ' ' || b[len(b)-1] == '\t') {
+	for len(b) > 0 && isSpace(b[len(b)-1]) {
 		b = b[:len(b)-1]
 	}
 	return b
+}
+
+func isSpace(c byte) bool {
+	return c == ' ' || c >= '\t' && c <= '\r'
 }
 
 // HAProxyHello is the decoded payload of a HAPROXY-HELLO frame. Byte slices
@@ -328,13 +360,14 @@ func (h *AgentHello) Decode(payload []byte) error {
 }
 
 // Validate checks an AGENT-HELLO the way HAProxy's health check does against
-// the offer it made: version 2.0, max-frame-size within
-// MinMaxFrameSize..offer, and the capabilities item present.
+// the offer it made: version 2.0 (read as HAProxy reads it, so " 2.0 " and
+// "2.00" pass and "2.1" fails), max-frame-size within MinMaxFrameSize..offer,
+// and the capabilities item present.
 func (h *AgentHello) Validate(offer uint32) error {
 	switch {
 	case h.Version == nil:
 		return ErrNoVersion
-	case string(trimSpace(h.Version)) != "2.0":
+	case !isVersion20(h.Version):
 		return ErrUnsupportedVersion
 	case !h.HasMaxFrameSize:
 		return ErrNoFrameSize
@@ -344,6 +377,11 @@ func (h *AgentHello) Validate(offer uint32) error {
 		return ErrNoCapabilities
 	}
 	return nil
+}
+
+func isVersion20(v []byte) bool {
+	major, minor, ok := parseVersion(v)
+	return ok && major == 2 && minor == 0
 }
 
 // AppendAgentHello appends a whole AGENT-HELLO frame with exactly the three
