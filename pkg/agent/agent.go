@@ -1,0 +1,349 @@
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"os/signal"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/spoe-forge/spoe-forge/internal/bufpool"
+	"github.com/spoe-forge/spoe-forge/pkg/codec"
+	"github.com/spoe-forge/spoe-forge/pkg/conn"
+	"github.com/spoe-forge/spoe-forge/pkg/dispatch"
+	"github.com/valyala/bytebufferpool"
+	"go.uber.org/zap"
+)
+
+// ErrAgentClosed is returned by Serve and ListenAndServe after Shutdown or
+// Close.
+var ErrAgentClosed = errors.New("agent: closed")
+
+// Agent is an SPOE agent. Create it with New, register handlers, then serve.
+// Handlers must all be registered before the first Serve.
+type Agent struct {
+	cfg      config
+	log      *zap.Logger
+	handlers map[string]Handler
+	fallback Handler
+
+	once    sync.Once
+	disp    *dispatch.Dispatcher
+	initErr error
+	connCfg conn.Config
+
+	mu        sync.Mutex
+	listeners map[net.Listener]struct{}
+	conns     map[*conn.Conn]struct{}
+	closed    bool
+	active    sync.WaitGroup // connections being served
+	baseStop  context.CancelFunc
+}
+
+// New returns an agent configured by opts. It cannot fail: a setting that
+// cannot work is reported by Serve.
+func New(opts ...Option) *Agent {
+	a := &Agent{handlers: make(map[string]Handler)}
+	for _, o := range opts {
+		o(&a.cfg)
+	}
+	if a.cfg.logger == nil {
+		a.cfg.logger = zap.NewNop()
+	}
+	a.log = a.cfg.logger
+	return a
+}
+
+// Message registers the handler of the SPOE message name (as named by a
+// spoe-message section). Registering a name again replaces its handler.
+func (a *Agent) Message(name string, h HandlerFunc) { a.Handle(name, h) }
+
+// Handle is Message for a Handler.
+func (a *Agent) Handle(name string, h Handler) { a.handlers[name] = h }
+
+// Fallback registers the handler of messages that have none. Without one
+// they are ignored, and their NOTIFY is still acknowledged.
+func (a *Agent) Fallback(h HandlerFunc) { a.fallback = h }
+
+func (a *Agent) init() error {
+	a.once.Do(func() {
+		c := a.cfg
+		if c.maxFrameSize != 0 && c.maxFrameSize < codec.MinMaxFrameSize {
+			a.initErr = fmt.Errorf("agent: max frame size %d is below %d", c.maxFrameSize, codec.MinMaxFrameSize)
+			return
+		}
+		base := c.base
+		if base == nil {
+			base = context.Background()
+		}
+		base, a.baseStop = context.WithCancel(base)
+		caps := codec.CapPipelining | codec.CapFragmentation
+		if c.noPipelining {
+			caps &^= codec.CapPipelining
+		}
+		if c.noFragmentation {
+			caps &^= codec.CapFragmentation
+		}
+		if c.async {
+			caps |= codec.CapAsync
+		}
+		handlers := make(map[string]dispatch.Handler, len(a.handlers))
+		for k, v := range a.handlers {
+			handlers[k] = v
+		}
+		wbufs := new(bytebufferpool.Pool)
+		a.disp, a.initErr = dispatch.New(dispatch.Config{
+			Handlers:       handlers,
+			Fallback:       a.fallback,
+			Workers:        or(c.workers, DefaultWorkers),
+			Timeout:        orDur(c.timeout, DefaultTimeout),
+			MaxMessageSize: or(c.maxMessageSize, DefaultMaxMessageSize),
+			ErrorVar:       c.errorVar,
+			Async:          c.async,
+			Base:           base,
+			Logger:         a.log,
+			Buffers:        new(bytebufferpool.Pool),
+		})
+		a.connCfg = conn.Config{
+			MaxFrameSize: uint32(or(int(c.maxFrameSize), DefaultMaxFrameSize)),
+			Capabilities: caps,
+			MaxInFlight:  or(c.maxInFlight, DefaultMaxInFlight),
+			HelloTimeout: orDur(c.helloTimeout, DefaultHelloTimeout),
+			WriteTimeout: orDur(c.writeTimeout, DefaultWriteTimeout),
+			IdleTimeout:  c.idleTimeout,
+			Logger:       a.log,
+			ReadBuffers:  new(bufpool.Pool),
+			WriteBuffers: wbufs,
+		}
+	})
+	return a.initErr
+}
+
+func or(v, def int) int {
+	if v <= 0 {
+		return def
+	}
+	return v
+}
+
+func orDur(v, def time.Duration) time.Duration {
+	if v <= 0 {
+		return def
+	}
+	return v
+}
+
+// ListenAndServe listens on addr and serves until Shutdown or Close. addr is
+// "host:port" for TCP or "unix:/path/to.sock" for a Unix socket (a stale
+// socket file is replaced).
+func (a *Agent) ListenAndServe(addr string) error {
+	l, err := Listen(addr)
+	if err != nil {
+		return err
+	}
+	return a.Serve(l)
+}
+
+// Listen opens a listener for addr as ListenAndServe understands it.
+func Listen(addr string) (net.Listener, error) {
+	if path, ok := strings.CutPrefix(addr, "unix:"); ok {
+		if fi, err := os.Stat(path); err == nil && fi.Mode()&os.ModeSocket != 0 {
+			_ = os.Remove(path)
+		}
+		return net.Listen("unix", path)
+	}
+	return net.Listen("tcp", addr)
+}
+
+// Serve accepts connections on l and serves each until Shutdown or Close,
+// after which it returns ErrAgentClosed. l is closed when Serve returns.
+func (a *Agent) Serve(l net.Listener) error {
+	if err := a.init(); err != nil {
+		_ = l.Close()
+		return err
+	}
+	if !a.track(l, true) {
+		_ = l.Close()
+		return ErrAgentClosed
+	}
+	defer a.track(l, false)
+	a.log.Info("agent listening", zap.Stringer("addr", l.Addr()))
+	var backoff time.Duration
+	for {
+		nc, err := l.Accept()
+		if err != nil {
+			if a.isClosed() {
+				return ErrAgentClosed
+			}
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() || errors.Is(err, syscall.EMFILE) || errors.Is(err, syscall.ENFILE) {
+				backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
+				a.log.Warn("accept failed; retrying", zap.Error(err), zap.Duration("in", backoff))
+				time.Sleep(backoff)
+				continue
+			}
+			return err
+		}
+		backoff = 0
+		c := conn.New(nc, &a.connCfg, a.disp)
+		if !a.addConn(c) {
+			_ = nc.Close()
+			continue
+		}
+		go func() {
+			defer a.removeConn(c)
+			_ = c.Serve()
+		}()
+	}
+}
+
+func (a *Agent) track(l net.Listener, add bool) bool {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.listeners == nil {
+		a.listeners = make(map[net.Listener]struct{})
+	}
+	if add {
+		if a.closed {
+			return false
+		}
+		a.listeners[l] = struct{}{}
+		return true
+	}
+	delete(a.listeners, l)
+	_ = l.Close()
+	return true
+}
+
+func (a *Agent) addConn(c *conn.Conn) bool {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.closed {
+		return false
+	}
+	if a.cfg.maxConns > 0 && len(a.conns) >= a.cfg.maxConns {
+		a.log.Warn("connection limit reached: closing a new connection", zap.Int("limit", a.cfg.maxConns))
+		return false
+	}
+	if a.conns == nil {
+		a.conns = make(map[*conn.Conn]struct{})
+	}
+	a.conns[c] = struct{}{}
+	a.active.Add(1)
+	return true
+}
+
+func (a *Agent) removeConn(c *conn.Conn) {
+	a.mu.Lock()
+	delete(a.conns, c)
+	a.mu.Unlock()
+	a.active.Done()
+}
+
+func (a *Agent) isClosed() bool {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.closed
+}
+
+// close stops accepting and returns the live connections.
+func (a *Agent) close() []*conn.Conn {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.closed = true
+	for l := range a.listeners {
+		_ = l.Close()
+	}
+	conns := make([]*conn.Conn, 0, len(a.conns))
+	for c := range a.conns {
+		conns = append(conns, c)
+	}
+	return conns
+}
+
+// Connections returns the number of connections being served.
+func (a *Agent) Connections() int {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return len(a.conns)
+}
+
+// Shutdown stops the agent gracefully: it stops accepting, lets every
+// connection finish the NOTIFYs it has accepted and flush their ACKs, sends
+// AGENT-DISCONNECT status 0 and closes. If ctx ends first, the remaining
+// connections are closed at once and ctx's error is returned.
+func (a *Agent) Shutdown(ctx context.Context) error {
+	for _, c := range a.close() {
+		c.Drain()
+	}
+	done := make(chan struct{})
+	go func() {
+		a.active.Wait()
+		close(done)
+	}()
+	var err error
+	select {
+	case <-done:
+	case <-ctx.Done():
+		err = ctx.Err()
+		for _, c := range a.close() {
+			c.Abort()
+		}
+		<-done
+	}
+	a.release()
+	return err
+}
+
+// Close stops the agent at once: listeners and connections are closed and
+// handlers' contexts cancelled. It waits for the connections' goroutines.
+func (a *Agent) Close() error {
+	for _, c := range a.close() {
+		c.Abort()
+	}
+	a.active.Wait()
+	a.release()
+	return nil
+}
+
+func (a *Agent) release() {
+	if a.baseStop != nil {
+		a.baseStop()
+	}
+	if a.disp != nil {
+		_ = a.disp.Close(5 * time.Second)
+	}
+}
+
+// Run serves addr (as ListenAndServe) until SIGTERM or SIGINT, then shuts
+// down gracefully within the shutdown timeout (WithShutdownTimeout). It
+// returns nil after a clean shutdown.
+func (a *Agent) Run(addr string) error {
+	l, err := Listen(addr)
+	if err != nil {
+		return err
+	}
+	sig := make(chan os.Signal, 1)
+	signal.Notify(sig, syscall.SIGTERM, syscall.SIGINT)
+	defer signal.Stop(sig)
+	served := make(chan error, 1)
+	go func() { served <- a.Serve(l) }()
+	select {
+	case err := <-served:
+		return err
+	case s := <-sig:
+		a.log.Info("signal received: draining", zap.Stringer("signal", s))
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), orDur(a.cfg.shutdownTimeout, DefaultShutdownTimeout))
+	defer cancel()
+	err = a.Shutdown(ctx)
+	if serr := <-served; !errors.Is(serr, ErrAgentClosed) && err == nil {
+		err = serr
+	}
+	return err
+}

@@ -1,0 +1,126 @@
+package agent
+
+import (
+	"context"
+	"time"
+
+	"github.com/spoe-forge/spoe-forge/pkg/codec"
+	"go.uber.org/zap"
+)
+
+// Option configures an Agent. Zero or negative values mean "the default".
+type Option func(*config)
+
+type config struct {
+	logger          *zap.Logger
+	maxFrameSize    uint32
+	maxInFlight     int
+	workers         int
+	maxMessageSize  int
+	timeout         time.Duration
+	helloTimeout    time.Duration
+	writeTimeout    time.Duration
+	idleTimeout     time.Duration
+	shutdownTimeout time.Duration
+	maxConns        int
+	errorVar        Var
+	async           bool
+	noPipelining    bool
+	noFragmentation bool
+	base            context.Context
+}
+
+// Defaults.
+const (
+	// DefaultMaxFrameSize is HAProxy's own default (tune.bufsize - 4); the
+	// agent answers min(HAProxy's offer, this).
+	DefaultMaxFrameSize = codec.DefaultMaxFrameSize
+	// DefaultMaxInFlight bounds unanswered NOTIFYs per connection (HAProxy
+	// itself sends at most 20 with its defaults).
+	DefaultMaxInFlight = 64
+	// DefaultWorkers is the capacity of the handler pool.
+	DefaultWorkers = 1024
+	// DefaultTimeout is the per-NOTIFY deadline of handlers' contexts.
+	DefaultTimeout = time.Second
+	// DefaultMaxMessageSize bounds a reassembled fragmented NOTIFY.
+	DefaultMaxMessageSize = 1 << 20
+	// DefaultHelloTimeout bounds the wait for HAProxy's HELLO.
+	DefaultHelloTimeout = 5 * time.Second
+	// DefaultWriteTimeout bounds every write to HAProxy.
+	DefaultWriteTimeout = 10 * time.Second
+	// DefaultShutdownTimeout bounds Run's graceful drain.
+	DefaultShutdownTimeout = 10 * time.Second
+)
+
+// WithLogger sets the logger; the default discards everything. The agent logs
+// one line per connection that ends in error, handler errors and panics, and
+// debug lines per connection.
+func WithLogger(l *zap.Logger) Option { return func(c *config) { c.logger = l } }
+
+// WithMaxFrameSize sets the largest max-frame-size the agent accepts (at
+// least 256). Keep it at or above HAProxy's offer (16380 by default) unless
+// fragmentation is on, or large events fail on HAProxy 2.6/3.0.
+func WithMaxFrameSize(n uint32) Option { return func(c *config) { c.maxFrameSize = n } }
+
+// WithMaxInFlight bounds the NOTIFYs of one connection that are received and
+// not yet answered; past it the agent stops reading that connection.
+func WithMaxInFlight(n int) Option { return func(c *config) { c.maxInFlight = n } }
+
+// WithWorkers sets the capacity of the worker pool that runs handlers, shared
+// by all connections. Handlers that wait on I/O need more workers.
+func WithWorkers(n int) Option { return func(c *config) { c.workers = n } }
+
+// WithMaxMessageSize bounds a NOTIFY reassembled from fragments.
+func WithMaxMessageSize(n int) Option { return func(c *config) { c.maxMessageSize = n } }
+
+// WithTimeout sets the per-NOTIFY deadline of handlers' contexts. Keep it
+// below HAProxy's "timeout processing": an ACK that arrives later is ignored.
+func WithTimeout(d time.Duration) Option { return func(c *config) { c.timeout = d } }
+
+// WithHelloTimeout bounds the wait for HAProxy's HELLO on a new connection.
+func WithHelloTimeout(d time.Duration) Option { return func(c *config) { c.helloTimeout = d } }
+
+// WithWriteTimeout bounds each write; a peer that stops reading loses its
+// connection.
+func WithWriteTimeout(d time.Duration) Option { return func(c *config) { c.writeTimeout = d } }
+
+// WithIdleTimeout ends connections idle for d with AGENT-DISCONNECT status 2.
+// Off by default: HAProxy manages its idle connections.
+func WithIdleTimeout(d time.Duration) Option { return func(c *config) { c.idleTimeout = d } }
+
+// WithShutdownTimeout bounds Run's graceful drain after SIGTERM or SIGINT.
+func WithShutdownTimeout(d time.Duration) Option {
+	return func(c *config) { c.shutdownTimeout = d }
+}
+
+// WithMaxConnections limits concurrent connections; connections past it are
+// closed at once. 0, the default, means no limit: HAProxy opens at least one
+// connection per thread, and more under load.
+func WithMaxConnections(n int) Option { return func(c *config) { c.maxConns = n } }
+
+// WithErrorVar names a variable that is set, as an integer, when a handler
+// fails: 1 it returned an error, 2 it panicked, 3 it hit its deadline, 4 the
+// actions did not fit in one frame, 5 an action was invalid. The NOTIFY is
+// acknowledged either way.
+func WithErrorVar(scope Scope, name string) Option {
+	return func(c *config) { c.errorVar = Var{Scope: scope, Name: name} }
+}
+
+// WithAsync announces the "async" capability when HAProxy (2.6/3.0) offers
+// it: an ACK whose connection died is then sent on another connection of the
+// same HAProxy engine. Off by default; replying on the same connection is
+// valid everywhere.
+func WithAsync(on bool) Option { return func(c *config) { c.async = on } }
+
+// WithPipelining turns the "pipelining" capability off or on (on by
+// default). Without it HAProxy sends one NOTIFY at a time per connection.
+func WithPipelining(on bool) Option { return func(c *config) { c.noPipelining = !on } }
+
+// WithFragmentation turns the "fragmentation" capability off or on (on by
+// default): HAProxy 2.6/3.0 then split events larger than the frame size
+// instead of failing them (with a reconnect storm). HAProxy 3.1+ ignores it.
+func WithFragmentation(on bool) Option { return func(c *config) { c.noFragmentation = !on } }
+
+// WithBaseContext sets the context handlers' contexts derive their values
+// from; cancelling it cancels every handler.
+func WithBaseContext(ctx context.Context) Option { return func(c *config) { c.base = ctx } }

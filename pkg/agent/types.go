@@ -1,0 +1,49 @@
+package agent
+
+import (
+	"github.com/spoe-forge/spoe-forge/pkg/codec"
+	"github.com/spoe-forge/spoe-forge/pkg/dispatch"
+)
+
+// Message is one SPOE message as a handler sees it: its name and typed
+// arguments by name. See the package documentation for its lifetime.
+type Message = dispatch.Message
+
+// Actions collects the variables a handler sets and unsets.
+type Actions = dispatch.Actions
+
+// Handler handles one SPOE message.
+type Handler = dispatch.Handler
+
+// HandlerFunc adapts a function to Handler.
+type HandlerFunc = dispatch.HandlerFunc
+
+// Value is one typed SPOP value: an argument, or a variable to set.
+type Value = codec.Value
+
+// Arg is one argument of a message.
+type Arg = codec.Arg
+
+// Scope is the scope of a variable.
+type Scope = codec.Scope
+
+// Var names a variable: a scope and a bare name.
+type Var = dispatch.Var
+
+// The variable scopes.
+const (
+	ScopeProcess     = codec.ScopeProcess     // proc (needs "option force-set-var")
+	ScopeSession     = codec.ScopeSession     // sess
+	ScopeTransaction = codec.ScopeTransaction // txn
+	ScopeRequest     = codec.ScopeRequest     // req
+	ScopeResponse    = codec.ScopeResponse    // res
+)
+
+// Error codes set in the error variable (WithErrorVar).
+const (
+	ErrCodeHandler  = dispatch.ErrCodeHandler
+	ErrCodePanic    = dispatch.ErrCodePanic
+	ErrCodeTimeout  = dispatch.ErrCodeTimeout
+	ErrCodeTooLarge = dispatch.ErrCodeTooLarge
+	ErrCodeAction   = dispatch.ErrCodeAction
+)
