@@ -91,8 +91,8 @@ type Dispatcher struct {
 	cfg    Config
 	routes map[string]route
 	log    *zap.Logger
-	pool  *ants.PoolWithFuncGeneric[*task]
-	tasks sync.Pool // *task
+	pool   *ants.PoolWithFuncGeneric[*task]
+	tasks  sync.Pool // *task
 
 	mu      sync.Mutex
 	engines map[string][]pipeline.Conn // async: live connections by engine-id
