@@ -1,0 +1,206 @@
+// Package spoptest plays HAProxy against an agent over a real connection: a
+// small SPOP client for unit tests of the engine's stages. End-to-end tests
+// use real HAProxy binaries instead (internal/haproxytest).
+package spoptest
+
+import (
+	"encoding/binary"
+	"errors"
+	"io"
+	"net"
+	"testing"
+	"time"
+
+	"github.com/spoe-forge/spoe-forge/pkg/codec"
+)
+
+// Timeout bounds every read and write of a Client.
+const Timeout = 5 * time.Second
+
+// Client is the HAProxy side of one connection.
+type Client struct {
+	t  testing.TB
+	NC net.Conn
+}
+
+// Dial connects to addr over TCP; the connection is closed at cleanup.
+func Dial(t testing.TB, addr string) *Client {
+	t.Helper()
+	nc, err := net.DialTimeout("tcp", addr, Timeout)
+	if err != nil {
+		t.Fatalf("spoptest: dial %s: %v", addr, err)
+	}
+	t.Cleanup(func() { _ = nc.Close() })
+	return &Client{t: t, NC: nc}
+}
+
+// HelloFrame returns a HAPROXY-HELLO as HAProxy 2.6 sends it, with the given
+// capabilities and max-frame-size and engine-id "spoptest-engine".
+func HelloFrame(caps string, mfs uint32) []byte {
+	return codec.AppendHAProxyHello(nil, &codec.HAProxyHello{
+		SupportedVersions: []byte("2.0"),
+		MaxFrameSize:      mfs,
+		RawCapabilities:   []byte(caps),
+		EngineID:          []byte("spoptest-engine"),
+	})
+}
+
+// Hello sends a HAPROXY-HELLO and returns the decoded AGENT-HELLO, failing
+// the test if the agent answers anything else.
+func (c *Client) Hello(caps string, mfs uint32) codec.AgentHello {
+	c.t.Helper()
+	c.Write(HelloFrame(caps, mfs))
+	f := c.ReadFrame()
+	if f.Type != codec.FrameAgentHello {
+		c.t.Fatalf("spoptest: expected AGENT-HELLO, got %v", f.Type)
+	}
+	var h codec.AgentHello
+	if err := h.Decode(f.Payload); err != nil {
+		c.t.Fatalf("spoptest: AGENT-HELLO: %v", err)
+	}
+	return h
+}
+
+// Write writes b, failing the test on error.
+func (c *Client) Write(b []byte) {
+	c.t.Helper()
+	_ = c.NC.SetWriteDeadline(time.Now().Add(Timeout))
+	if _, err := c.NC.Write(b); err != nil {
+		c.t.Fatalf("spoptest: write: %v", err)
+	}
+}
+
+// TryReadFrame reads one frame (its payload is a fresh copy).
+func (c *Client) TryReadFrame() (codec.Frame, error) {
+	_ = c.NC.SetReadDeadline(time.Now().Add(Timeout))
+	var hdr [4]byte
+	if _, err := io.ReadFull(c.NC, hdr[:]); err != nil {
+		return codec.Frame{}, err
+	}
+	n := binary.BigEndian.Uint32(hdr[:])
+	if n < codec.MinFrameLen || n > 1<<24 {
+		return codec.Frame{}, errors.New("spoptest: bad frame length")
+	}
+	b := make([]byte, n)
+	if _, err := io.ReadFull(c.NC, b); err != nil {
+		return codec.Frame{}, err
+	}
+	return codec.ParseFrame(b)
+}
+
+// ReadFrame reads one frame, failing the test on error.
+func (c *Client) ReadFrame() codec.Frame {
+	c.t.Helper()
+	f, err := c.TryReadFrame()
+	if err != nil {
+		c.t.Fatalf("spoptest: read frame: %v", err)
+	}
+	return f
+}
+
+// Msg is a message to put in a NOTIFY.
+type Msg struct {
+	Name string
+	Args []codec.Arg
+}
+
+// A returns an argument, for Msg literals.
+func A(name string, v codec.Value) codec.Arg { return codec.Arg{Name: []byte(name), Value: v} }
+
+// NotifyPayload encodes a list of messages.
+func NotifyPayload(msgs ...Msg) []byte {
+	var p []byte
+	for _, m := range msgs {
+		var err error
+		if p, err = codec.AppendMessage(p, m.Name, m.Args...); err != nil {
+			panic(err)
+		}
+	}
+	return p
+}
+
+// NotifyFrame encodes a whole NOTIFY frame.
+func NotifyFrame(sid, fid uint64, msgs ...Msg) []byte {
+	return codec.AppendFrame(nil, codec.Header{Type: codec.FrameNotify, Flags: codec.FlagFin, StreamID: sid, FrameID: fid}, NotifyPayload(msgs...))
+}
+
+// Notify sends a NOTIFY.
+func (c *Client) Notify(sid, fid uint64, msgs ...Msg) {
+	c.t.Helper()
+	c.Write(NotifyFrame(sid, fid, msgs...))
+}
+
+// Ack is a decoded ACK.
+type Ack struct {
+	StreamID, FrameID uint64
+	Actions           []codec.Action
+}
+
+// Var returns the action on the variable name.
+func (a *Ack) Var(name string) (codec.Action, bool) {
+	for _, x := range a.Actions {
+		if string(x.Name) == name {
+			return x, true
+		}
+	}
+	return codec.Action{}, false
+}
+
+// ReadAck reads one frame and fails the test unless it is a valid ACK.
+func (c *Client) ReadAck() Ack {
+	c.t.Helper()
+	f := c.ReadFrame()
+	if f.Type != codec.FrameAck {
+		if f.Type == codec.FrameAgentDisconnect {
+			var d codec.Disconnect
+			_ = d.Decode(f.Payload)
+			c.t.Fatalf("spoptest: expected ACK, got AGENT-DISCONNECT %d %q", d.Status, d.Message)
+		}
+		c.t.Fatalf("spoptest: expected ACK, got %v", f.Type)
+	}
+	if !f.Flags.Fin() || f.Flags.Abort() {
+		c.t.Fatalf("spoptest: ACK flags %#x", f.Flags)
+	}
+	var a codec.Ack
+	if err := a.Decode(f.Payload); err != nil {
+		c.t.Fatalf("spoptest: ACK payload: %v", err)
+	}
+	return Ack{StreamID: f.StreamID, FrameID: f.FrameID, Actions: a.Actions}
+}
+
+// ReadDisconnect reads one frame and fails the test unless it is an
+// AGENT-DISCONNECT; it returns the decoded payload.
+func (c *Client) ReadDisconnect() codec.Disconnect {
+	c.t.Helper()
+	f := c.ReadFrame()
+	if f.Type != codec.FrameAgentDisconnect {
+		c.t.Fatalf("spoptest: expected AGENT-DISCONNECT, got %v", f.Type)
+	}
+	if f.StreamID != 0 || f.FrameID != 0 || f.Flags != codec.FlagFin {
+		c.t.Fatalf("spoptest: AGENT-DISCONNECT header %+v", f.Header)
+	}
+	var d codec.Disconnect
+	if err := d.Decode(f.Payload); err != nil {
+		c.t.Fatalf("spoptest: AGENT-DISCONNECT payload: %v", err)
+	}
+	if !d.HasStatus || len(d.Message) > codec.MaxDisconnectMessageLen {
+		c.t.Fatalf("spoptest: AGENT-DISCONNECT %+v", d)
+	}
+	return d
+}
+
+// ExpectClosed reads until the agent closes the connection, failing the test
+// if a frame or anything but EOF/reset arrives first.
+func (c *Client) ExpectClosed() {
+	c.t.Helper()
+	_ = c.NC.SetReadDeadline(time.Now().Add(Timeout))
+	var b [1]byte
+	n, err := c.NC.Read(b[:])
+	if n > 0 || err == nil {
+		c.t.Fatalf("spoptest: expected the connection closed, read %d bytes", n)
+	}
+	var ne net.Error
+	if errors.As(err, &ne) && ne.Timeout() {
+		c.t.Fatalf("spoptest: the agent did not close the connection")
+	}
+}
