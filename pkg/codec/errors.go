@@ -92,14 +92,18 @@ var (
 // StatusOf maps any error to the status code an AGENT-DISCONNECT carries for
 // it: StatusNormal for nil and for a clean end of stream, the carried status
 // for an *Error, StatusTimeout for a deadline, StatusIO for a stream cut
-// short, and StatusUnknown otherwise.
+// short, and StatusUnknown otherwise. An *Error anywhere in err's tree wins
+// over the others: a protocol error that also wraps io.EOF is not a normal
+// end.
 func StatusOf(err error) Status {
 	var e *Error
 	switch {
-	case err == nil, errors.Is(err, io.EOF):
+	case err == nil:
 		return StatusNormal
 	case errors.As(err, &e):
 		return e.Status
+	case errors.Is(err, io.EOF):
+		return StatusNormal
 	case errors.Is(err, os.ErrDeadlineExceeded):
 		return StatusTimeout
 	case errors.Is(err, io.ErrUnexpectedEOF):

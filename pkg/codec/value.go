@@ -112,20 +112,32 @@ func (v Value) Type() Type { return v.typ }
 // IsNull reports whether v is NULL.
 func (v Value) IsNull() bool { return v.typ == TypeNull }
 
-// Bool returns the value of a BOOL.
+// Bool returns the value of a BOOL; for any other type it returns false,
+// false.
 func (v Value) Bool() (b, ok bool) {
-	return v.num != 0, v.typ == TypeBool
+	if v.typ != TypeBool {
+		return false, false
+	}
+	return v.num != 0, true
 }
 
 // Int returns the value of any integer type as an int64, the way HAProxy
-// reads it (UINT64 values of 2^63 and above come out negative).
+// reads it (UINT64 values of 2^63 and above come out negative); for any
+// other type it returns 0, false.
 func (v Value) Int() (int64, bool) {
-	return int64(v.num), v.typ.IsInt()
+	if !v.typ.IsInt() {
+		return 0, false
+	}
+	return int64(v.num), true
 }
 
-// Uint returns the raw 64-bit pattern of any integer type.
+// Uint returns the raw 64-bit pattern of any integer type; for any other
+// type it returns 0, false.
 func (v Value) Uint() (uint64, bool) {
-	return v.num, v.typ.IsInt()
+	if !v.typ.IsInt() {
+		return 0, false
+	}
+	return v.num, true
 }
 
 // Addr returns the address of an IPV4 or IPV6 value.
