@@ -1,0 +1,323 @@
+package dockertest
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+)
+
+// Bounds of the waits in this package.
+const (
+	buildTimeout = 3 * time.Minute  // go build of the two commands
+	checkTimeout = 60 * time.Second // one "haproxy -c" (it may resolve names)
+	readyTimeout = 10 * time.Second // a started process answering
+	stopTimeout  = 5 * time.Second  // each step of stopping a process
+	httpTimeout  = 5 * time.Second  // one HTTP request through HAProxy
+)
+
+// The environment variables the HAProxy configurations of docker/ read.
+var configEnv = []string{"FRONTEND_BIND", "BACKEND_ADDR", "AGENT_ADDR", "AGENT_CHECK_INTER", "SPOE_CONF", "TRUSTED_PROXIES"}
+
+var tmpRoot string // removed by TestMain; holds the built binaries
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "spoe-forge-dockertest-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "dockertest:", err)
+		os.Exit(1)
+	}
+	tmpRoot = dir
+	code := m.Run()
+	_ = os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+// repoRoot returns the repository's root folder (this package's parent).
+func repoRoot(t testing.TB) string {
+	t.Helper()
+	root, err := filepath.Abs("..")
+	require.NoError(t, err)
+	_, err = os.Stat(filepath.Join(root, "go.mod"))
+	require.NoError(t, err, "the repository root must hold go.mod")
+	return root
+}
+
+// dockerDir returns the absolute path of docker/, or of a file in it.
+func dockerDir(t testing.TB, name ...string) string {
+	t.Helper()
+	return filepath.Join(append([]string{repoRoot(t), "docker"}, name...)...)
+}
+
+func readFile(t testing.TB, path string) string {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	require.NoError(t, err)
+	return string(b)
+}
+
+var built struct {
+	once               sync.Once
+	example, spoeForge string
+	err                error
+}
+
+// binaries builds cmd/example and cmd/spoe-forge once per test run and
+// returns their paths.
+func binaries(t testing.TB) (example, spoeForge string) {
+	t.Helper()
+	built.once.Do(func() {
+		goBin, err := exec.LookPath("go")
+		if err != nil {
+			built.err = fmt.Errorf("the go command is needed to build the binaries: %w", err)
+			return
+		}
+		dir := filepath.Join(tmpRoot, "bin")
+		ctx, cancel := context.WithTimeout(context.Background(), buildTimeout)
+		defer cancel()
+		cmd := exec.CommandContext(ctx, goBin, "build", "-o", dir+string(filepath.Separator), "./cmd/example", "./cmd/spoe-forge")
+		cmd.Dir = repoRoot(t)
+		if out, err := cmd.CombinedOutput(); err != nil {
+			built.err = fmt.Errorf("go build: %v\n%s", err, out)
+			return
+		}
+		built.example, built.spoeForge = filepath.Join(dir, "example"), filepath.Join(dir, "spoe-forge")
+	})
+	require.NoError(t, built.err)
+	return built.example, built.spoeForge
+}
+
+// runStatus runs a command to completion within timeout and returns its
+// exit status and combined output.
+func runStatus(t testing.TB, timeout time.Duration, env []string, dir, bin string, args ...string) (int, string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, bin, args...)
+	cmd.Env = env
+	cmd.Dir = dir
+	out, err := cmd.CombinedOutput()
+	require.NoError(t, ctx.Err(), "%s %s did not finish within %v; output:\n%s", bin, strings.Join(args, " "), timeout, out)
+	var ee *exec.ExitError
+	if errors.As(err, &ee) {
+		return ee.ExitCode(), string(out)
+	}
+	require.NoError(t, err, "running %s", bin)
+	return 0, string(out)
+}
+
+// healthcheck runs "spoe-forge healthcheck" against 127.0.0.1:port.
+func healthcheck(t testing.TB, spoeForge string, port int, extra ...string) (int, string) {
+	t.Helper()
+	args := append([]string{"healthcheck", "--port", strconv.Itoa(port), "--timeout", "2s"}, extra...)
+	return runStatus(t, 10*time.Second, os.Environ(), "", spoeForge, args...)
+}
+
+// process is a command started in the background for the length of a test.
+type process struct {
+	cmd  *exec.Cmd
+	out  *lockedBuffer
+	done chan struct{}
+	err  error // cmd.Wait's result, read after done is closed
+}
+
+// startProcess starts bin args..., captures its output, and stops it
+// (SIGTERM, then SIGKILL) when the test ends.
+func startProcess(t testing.TB, bin string, args ...string) *process {
+	t.Helper()
+	cmd := exec.Command(bin, args...)
+	out := &lockedBuffer{}
+	cmd.Stdout, cmd.Stderr = out, out
+	// Killed with the test binary if the cleanups never run (go test's
+	// timeout): the signal is tied to the starting thread, which stays
+	// locked until the process has been reaped.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	p := &process{cmd: cmd, out: out, done: make(chan struct{})}
+	started := make(chan error, 1)
+	go func() {
+		runtime.LockOSThread()
+		defer runtime.UnlockOSThread()
+		if err := cmd.Start(); err != nil {
+			started <- err
+			return
+		}
+		started <- nil
+		p.err = cmd.Wait()
+		close(p.done)
+	}()
+	require.NoError(t, <-started, "starting %s", bin)
+	t.Cleanup(func() {
+		if err := p.stop(); err != nil {
+			t.Errorf("stopping %s: %v", bin, err)
+		}
+		if t.Failed() {
+			t.Logf("output of %s %s:\n%s", bin, strings.Join(args, " "), out.String())
+		}
+	})
+	return p
+}
+
+func (p *process) stop() error {
+	select {
+	case <-p.done:
+		return nil
+	default:
+	}
+	if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil && !errors.Is(err, os.ErrProcessDone) {
+		return err
+	}
+	select {
+	case <-p.done:
+		return nil
+	case <-time.After(stopTimeout):
+	}
+	if err := p.cmd.Process.Kill(); err != nil && !errors.Is(err, os.ErrProcessDone) {
+		return err
+	}
+	select {
+	case <-p.done:
+		return errors.New("did not stop on SIGTERM; killed")
+	case <-time.After(stopTimeout):
+		return errors.New("still running after SIGKILL")
+	}
+}
+
+// startAgent runs the example agent on 127.0.0.1:port and waits until
+// "spoe-forge healthcheck" passes against it.
+func startAgent(t testing.TB, example, spoeForge string, port int) *process {
+	t.Helper()
+	p := startProcess(t, example, "-addr", "127.0.0.1:"+strconv.Itoa(port), "-log-level", "debug")
+	deadline := time.Now().Add(readyTimeout)
+	for {
+		code, out := healthcheck(t, spoeForge, port)
+		if code == 0 {
+			return p
+		}
+		select {
+		case <-p.done:
+			t.Fatalf("the agent exited (%v) before answering; output:\n%s", p.err, p.out.String())
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the agent did not pass its health check within %v: %s\nagent output:\n%s", readyTimeout, out, p.out.String())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// lockedBuffer is a bytes.Buffer safe for concurrent use.
+type lockedBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *lockedBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *lockedBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
+// echoBackend stands in for traefik/whoami: it answers every request with
+// its request line and headers, one per line, and counts requests per path.
+type echoBackend struct {
+	srv  *httptest.Server
+	mu   sync.Mutex
+	hits map[string]int
+}
+
+func newEchoBackend(t testing.TB) *echoBackend {
+	t.Helper()
+	e := &echoBackend{hits: map[string]int{}}
+	e.srv = httptest.NewServer(http.HandlerFunc(e.serve)) // listens on 127.0.0.1
+	t.Cleanup(e.srv.Close)
+	return e
+}
+
+func (e *echoBackend) serve(w http.ResponseWriter, r *http.Request) {
+	e.mu.Lock()
+	e.hits[r.URL.Path]++
+	e.mu.Unlock()
+	var b strings.Builder
+	fmt.Fprintf(&b, "Hostname: echo-backend\nRemoteAddr: %s\n%s %s %s\nHost: %s\n", r.RemoteAddr, r.Method, r.URL.RequestURI(), r.Proto, r.Host)
+	names := make([]string, 0, len(r.Header))
+	for k := range r.Header {
+		names = append(names, k)
+	}
+	sort.Strings(names)
+	for _, k := range names {
+		for _, v := range r.Header[k] {
+			fmt.Fprintf(&b, "%s: %s\n", k, v)
+		}
+	}
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	_, _ = io.WriteString(w, b.String())
+}
+
+func (e *echoBackend) addr() string { return e.srv.Listener.Addr().String() }
+
+func (e *echoBackend) port() int { return e.srv.Listener.Addr().(*net.TCPAddr).Port }
+
+func (e *echoBackend) hitsOf(path string) int {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.hits[path]
+}
+
+// setConfigEnv sets the environment the HAProxy configurations read for the
+// rest of the test: every name of configEnv missing from env is unset.
+func setConfigEnv(t *testing.T, env map[string]string) {
+	t.Helper()
+	for k := range env {
+		require.Contains(t, configEnv, k, "unknown configuration variable")
+	}
+	for _, k := range configEnv {
+		if v, ok := env[k]; ok {
+			t.Setenv(k, v)
+			continue
+		}
+		t.Setenv(k, "") // restores the old value when the test ends
+		require.NoError(t, os.Unsetenv(k))
+	}
+}
+
+// cleanEnv returns the process environment without configEnv's variables,
+// plus extra ("K=V").
+func cleanEnv(extra ...string) []string {
+	var env []string
+	for _, kv := range os.Environ() {
+		k, _, _ := strings.Cut(kv, "=")
+		keep := true
+		for _, c := range configEnv {
+			if k == c {
+				keep = false
+			}
+		}
+		if keep {
+			env = append(env, kv)
+		}
+	}
+	return append(env, extra...)
+}
