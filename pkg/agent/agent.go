@@ -116,6 +116,7 @@ func (a *Agent) init() error {
 			HelloTimeout: orDur(c.helloTimeout, DefaultHelloTimeout),
 			WriteTimeout: orDur(c.writeTimeout, DefaultWriteTimeout),
 			IdleTimeout:  c.idleTimeout,
+			Closing:      a.forget,
 			Logger:       a.log,
 			ReadBuffers:  new(bufpool.Pool),
 			WriteBuffers: wbufs,
@@ -196,8 +197,9 @@ func (a *Agent) Serve(l net.Listener) error {
 			continue
 		}
 		go func() {
-			defer a.removeConn(c)
+			defer a.active.Done()
 			_ = c.Serve()
+			a.forget(c)
 		}()
 	}
 }
@@ -238,11 +240,12 @@ func (a *Agent) addConn(c *conn.Conn) bool {
 	return true
 }
 
-func (a *Agent) removeConn(c *conn.Conn) {
+// forget drops c from the live connections once it stops exchanging
+// frames; its goroutines are still counted by active until Serve returns.
+func (a *Agent) forget(c *conn.Conn) {
 	a.mu.Lock()
 	delete(a.conns, c)
 	a.mu.Unlock()
-	a.active.Done()
 }
 
 func (a *Agent) isClosed() bool {
@@ -266,7 +269,19 @@ func (a *Agent) close() []*conn.Conn {
 	return conns
 }
 
-// Connections returns the number of connections being served.
+// abortAll closes every connection at once and cancels every handler's
+// context, async ones included.
+func (a *Agent) abortAll() {
+	if a.baseStop != nil {
+		a.baseStop()
+	}
+	for _, c := range a.close() {
+		c.Abort()
+	}
+}
+
+// Connections returns the number of connections exchanging frames (a
+// connection that has ended may still be waiting for its handlers).
 func (a *Agent) Connections() int {
 	a.mu.Lock()
 	defer a.mu.Unlock()
@@ -291,9 +306,7 @@ func (a *Agent) Shutdown(ctx context.Context) error {
 	case <-done:
 	case <-ctx.Done():
 		err = ctx.Err()
-		for _, c := range a.close() {
-			c.Abort()
-		}
+		a.abortAll()
 		<-done
 	}
 	a.release()
@@ -303,9 +316,7 @@ func (a *Agent) Shutdown(ctx context.Context) error {
 // Close stops the agent at once: listeners and connections are closed and
 // handlers' contexts cancelled. It waits for the connections' goroutines.
 func (a *Agent) Close() error {
-	for _, c := range a.close() {
-		c.Abort()
-	}
+	a.abortAll()
 	a.active.Wait()
 	a.release()
 	return nil

@@ -48,6 +48,9 @@ type Config struct {
 	Linger time.Duration
 	// Logger receives one line per connection end, and errors.
 	Logger *zap.Logger
+	// Closing, if set, is called once per connection when it stops
+	// exchanging frames, before it waits for its remaining handlers.
+	Closing func(*Conn)
 	// ReadBuffers and WriteBuffers are the pools of the reader and the
 	// writer; nil means private pools.
 	ReadBuffers  *bufpool.Pool

@@ -175,6 +175,9 @@ func (c *Conn) Serve() error {
 		close(dispatchIn)
 	}
 	c.out.close(last)
+	if c.cfg.Closing != nil {
+		c.cfg.Closing(c)
+	}
 	<-c.writerDone
 	// Read until the peer closes (or Linger passes) so that unread input
 	// does not make the kernel reset the connection over our last frame.
