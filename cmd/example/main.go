@@ -72,7 +72,7 @@ func checkRequest(ctx context.Context, m *agent.Message, act *agent.Actions) err
 	}
 	act.SetBool(agent.ScopeTransaction, "access_allowed", allowed)
 	act.SetInt(agent.ScopeTransaction, "score", score)
-	act.SetBytes(agent.ScopeTransaction, "test_arg", path)
+	act.SetString(agent.ScopeTransaction, "test_arg", string(path))
 	return nil
 }
 

@@ -6,6 +6,7 @@ import (
 	"io"
 	"net"
 	"os"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -353,6 +354,9 @@ func (c *Conn) writeLoop() {
 	failed := false
 	for {
 		<-c.out.wake
+		// Yield once: workers that are finishing ACKs right now get to
+		// queue them, and they leave in this write instead of the next.
+		runtime.Gosched()
 		buf, slots, closed := c.out.take()
 		if buf != nil {
 			if !failed {

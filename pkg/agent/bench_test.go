@@ -1,0 +1,98 @@
+package agent_test
+
+import (
+	"bufio"
+	"fmt"
+	"io"
+	"net"
+	"net/netip"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/spoe-forge/spoe-forge/internal/spoptest"
+	"github.com/spoe-forge/spoe-forge/pkg/agent"
+	"github.com/spoe-forge/spoe-forge/pkg/codec"
+)
+
+// BenchmarkPipelined drives the whole agent over loopback TCP: conns
+// connections, each keeping window NOTIFYs in flight (the check-request shape
+// of cmd/example), and reports NOTIFY/s and allocations per NOTIFY.
+func BenchmarkPipelined(b *testing.B) {
+	for _, cw := range [][2]int{{1, 1}, {1, 64}, {4, 16}, {16, 64}} {
+		b.Run(fmt.Sprintf("conns=%d/window=%d", cw[0], cw[1]), func(b *testing.B) {
+			benchPipelined(b, cw[0], cw[1])
+		})
+	}
+}
+
+func benchPipelined(b *testing.B, conns, window int) {
+	a := agent.New(agent.WithMaxInFlight(window))
+	a.Message("check-request", checkRequest)
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	go func() { _ = a.Serve(l) }()
+	defer func() { _ = a.Close() }()
+	frame := spoptest.NotifyFrame(7, 1, spoptest.Msg{Name: "check-request", Args: []codec.Arg{
+		spoptest.A("ip", codec.Addr(netip.MustParseAddr("192.0.2.1"))),
+		spoptest.A("path", codec.String("/some/path/of/thirty/bytes/xx")),
+		spoptest.A("ua", codec.String("Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0 Safari/537.36")),
+		spoptest.A("host", codec.String("www.example.com")),
+		spoptest.A("port", codec.Int64(8080)),
+	}})
+	clients := make([]*spoptest.Client, conns)
+	for i := range clients {
+		clients[i] = spoptest.Dial(b, l.Addr().String())
+		clients[i].Hello("pipelining", 16380)
+		_ = clients[i].NC.SetDeadline(time.Time{}) // a benchmark may run longer than spoptest.Timeout
+	}
+	per := b.N/conns + 1
+	b.ReportAllocs()
+	b.SetBytes(int64(len(frame)))
+	b.ResetTimer()
+	var wg sync.WaitGroup
+	for _, c := range clients {
+		wg.Add(1)
+		go func(nc net.Conn) {
+			defer wg.Done()
+			burst := make([]byte, 0, len(frame)*window)
+			for range window {
+				burst = append(burst, frame...)
+			}
+			var hdr [4]byte
+			ack := make([]byte, 256)
+			br := bufio.NewReaderSize(nc, 64<<10)
+			sent, got, owed := 0, 0, 0
+			// Fill the window, then, like HAProxy, send one more NOTIFY for
+			// every ACK read, in one write per batch of ACKs read together.
+			n := min(window, per)
+			if _, err := nc.Write(burst[:n*len(frame)]); err != nil {
+				panic(err)
+			}
+			sent += n
+			for got < per {
+				if _, err := io.ReadFull(br, hdr[:]); err != nil {
+					panic(fmt.Sprint("got ", got, " sent ", sent, " per ", per, ": ", err))
+				}
+				l := int(hdr[0])<<24 | int(hdr[1])<<16 | int(hdr[2])<<8 | int(hdr[3])
+				if _, err := io.ReadFull(br, ack[:l]); err != nil {
+					panic(err)
+				}
+				got++
+				owed = min(owed+1, per-sent)
+				if owed > 0 && br.Buffered() == 0 {
+					if _, err := nc.Write(burst[:owed*len(frame)]); err != nil {
+						panic(err)
+					}
+					sent += owed
+					owed = 0
+				}
+			}
+		}(c.NC)
+	}
+	wg.Wait()
+	b.StopTimer()
+	b.ReportMetric(float64(per*conns)/b.Elapsed().Seconds(), "NOTIFY/s")
+}
