@@ -1,0 +1,243 @@
+package conn
+
+import (
+	"errors"
+	"io"
+	"net"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/spoe-forge/spoe-forge/internal/bufpool"
+	"github.com/spoe-forge/spoe-forge/internal/pipeline"
+	"github.com/spoe-forge/spoe-forge/internal/spoptest"
+	"github.com/spoe-forge/spoe-forge/pkg/codec"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	"go.uber.org/goleak"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+// echoDispatcher answers every NOTIFY at once with an empty ACK.
+type echoDispatcher struct{ frames atomic.Int32 }
+
+func (d *echoDispatcher) Serve(c pipeline.Conn, in <-chan *pipeline.Batch) {
+	var buf []byte
+	for b := range in {
+		for _, f := range b.Frames {
+			d.frames.Add(1)
+			if f.Type == codec.FrameNotify && f.Flags.Fin() && c.Acquire() {
+				buf = codec.AppendAck(buf[:0], f.StreamID, f.FrameID, nil)
+				c.Reply(buf)
+			}
+		}
+		b.Recycle()
+	}
+}
+
+// serveOne accepts one connection on loopback and serves it with cfg; it
+// returns the client and a channel that yields Serve's result.
+func serveOne(t *testing.T, cfg *Config, d Dispatcher) (*spoptest.Client, <-chan error) {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	defer l.Close()
+	res := make(chan error, 1)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		nc, err := l.Accept()
+		if err != nil {
+			res <- err
+			return
+		}
+		res <- New(nc, cfg, d).Serve()
+	}()
+	c := spoptest.Dial(t, l.Addr().String())
+	t.Cleanup(func() {
+		_ = c.NC.Close()
+		select {
+		case <-done:
+		case <-time.After(5 * time.Second):
+			t.Error("Serve did not return")
+		}
+	})
+	return c, res
+}
+
+func TestSplitAtEveryByte(t *testing.T) {
+	stream := spoptest.HelloFrame("pipelining", 16380)
+	for i := range 3 {
+		stream = append(stream, spoptest.NotifyFrame(uint64(i+1), 1, spoptest.Msg{Name: "m", Args: []codec.Arg{spoptest.A("x", codec.String("some value"))}})...)
+	}
+	c, _ := serveOne(t, &Config{}, &echoDispatcher{})
+	for _, b := range stream {
+		c.Write([]byte{b})
+	}
+	require.Equal(t, codec.FrameAgentHello, c.ReadFrame().Type)
+	for i := range 3 {
+		ack := c.ReadAck()
+		assert.Equal(t, uint64(i+1), ack.StreamID)
+	}
+}
+
+func TestManyFramesPerRead(t *testing.T) {
+	var stream []byte
+	for i := range 500 {
+		stream = append(stream, spoptest.NotifyFrame(uint64(i), 1, spoptest.Msg{Name: "m"})...)
+	}
+	pool := new(bufpool.Pool)
+	c, res := serveOne(t, &Config{ReadBuffers: pool, MaxInFlight: 1000}, &echoDispatcher{})
+	c.Hello("pipelining", 16380)
+	c.Write(stream)
+	seen := map[uint64]bool{}
+	for range 500 {
+		seen[c.ReadAck().StreamID] = true
+	}
+	assert.Len(t, seen, 500)
+	require.NoError(t, c.NC.Close())
+	require.ErrorIs(t, <-res, io.EOF) // a clean end at a frame boundary
+	assert.Zero(t, pool.Outstanding(), "a read buffer was not returned")
+}
+
+func TestDecoderStatuses(t *testing.T) {
+	big := codec.AppendFrame(nil, codec.Header{Type: codec.FrameNotify, Flags: codec.FlagFin, StreamID: 1, FrameID: 1}, make([]byte, 4096))
+	for _, tc := range []struct {
+		name   string
+		frames [][]byte
+		status codec.Status
+	}{
+		{"second HELLO", [][]byte{spoptest.HelloFrame("", 16380)}, codec.StatusInvalid},
+		{"unknown type on stream 0", [][]byte{codec.AppendFrame(nil, codec.Header{Type: 42, Flags: codec.FlagFin}, nil)}, codec.StatusInvalid},
+		{"ACK from HAProxy on stream 0", [][]byte{codec.AppendAck(nil, 0, 0, nil)}, codec.StatusInvalid},
+		{"frame over the negotiated size", [][]byte{big}, codec.StatusFrameTooBig},
+		{"LENGTH 2^32-1", [][]byte{{0xff, 0xff, 0xff, 0xff, 3}}, codec.StatusFrameTooBig},
+		{"LENGTH 6", [][]byte{{0, 0, 0, 6, 3, 0, 0, 0, 1, 1}}, codec.StatusInvalid},
+		{"truncated stream-id", [][]byte{{0, 0, 0, 7, 3, 0, 0, 0, 1, 0xf0, 0x80}}, codec.StatusInvalid},
+		{"fragment without fragmentation", [][]byte{codec.AppendFrame(nil, codec.Header{Type: codec.FrameNotify, StreamID: 1, FrameID: 1}, nil)}, codec.StatusFragNotSupported},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			d := &echoDispatcher{}
+			c, res := serveOne(t, &Config{MaxFrameSize: 4096}, d)
+			h := c.Hello("pipelining", 16380)
+			require.EqualValues(t, 4096, h.MaxFrameSize)
+			// Unknown types on a stream are ignored, not fatal.
+			c.Write(codec.AppendFrame(nil, codec.Header{Type: 42, Flags: codec.FlagFin, StreamID: 9, FrameID: 1}, []byte("x")))
+			for _, f := range tc.frames {
+				c.Write(f)
+			}
+			dc := c.ReadDisconnect()
+			assert.Equal(t, tc.status, dc.Status, "%q", dc.Message)
+			c.ExpectClosed()
+			var e *codec.Error
+			require.ErrorAs(t, <-res, &e)
+			assert.Equal(t, tc.status, e.Status)
+		})
+	}
+	t.Run("LENGTH equal to the negotiated size", func(t *testing.T) {
+		c, _ := serveOne(t, &Config{MaxFrameSize: 4096}, &echoDispatcher{})
+		c.Hello("pipelining", 16380)
+		hdr := codec.AppendHeader(nil, codec.Header{Type: codec.FrameNotify, Flags: codec.FlagFin, StreamID: 1, FrameID: 1})
+		payload := make([]byte, 4096-len(hdr))
+		p := append([]byte(nil), payload...)
+		// A valid message list filling the frame: one message whose single
+		// binary arg takes the rest.
+		p = p[:0]
+		p = codec.AppendString(p, "m")
+		p = append(p, 1, 0, byte(codec.TypeBinary))
+		rest := len(payload) - len(p) - 2
+		p = codec.AppendVarint(p, uint64(rest))
+		p = append(p, make([]byte, len(payload)-len(p))...)
+		f := codec.AppendFrame(nil, codec.Header{Type: codec.FrameNotify, Flags: codec.FlagFin, StreamID: 1, FrameID: 1}, p)
+		require.Len(t, f, 4+4096)
+		c.Write(f)
+		assert.Equal(t, uint64(1), c.ReadAck().StreamID)
+	})
+}
+
+func TestTimeouts(t *testing.T) {
+	t.Run("HELLO deadline", func(t *testing.T) {
+		c, res := serveOne(t, &Config{HelloTimeout: 50 * time.Millisecond}, &echoDispatcher{})
+		c.Write([]byte{0, 0}) // a slow start, then nothing
+		assert.Equal(t, codec.StatusTimeout, c.ReadDisconnect().Status)
+		c.ExpectClosed()
+		assert.Equal(t, codec.StatusTimeout, codec.StatusOf(<-res))
+	})
+	t.Run("idle", func(t *testing.T) {
+		c, res := serveOne(t, &Config{IdleTimeout: 50 * time.Millisecond}, &echoDispatcher{})
+		c.Hello("pipelining", 16380)
+		assert.Equal(t, codec.StatusTimeout, c.ReadDisconnect().Status)
+		c.ExpectClosed()
+		assert.Equal(t, codec.StatusTimeout, codec.StatusOf(<-res))
+	})
+	t.Run("peer that stops reading", func(t *testing.T) {
+		// HAProxy's side keeps sending and never reads: the writer's
+		// deadline ends the connection instead of blocking forever.
+		c, res := serveOne(t, &Config{WriteTimeout: 100 * time.Millisecond, MaxInFlight: 1 << 20}, &echoDispatcher{})
+		c.Hello("pipelining", 16380)
+		frame := spoptest.NotifyFrame(1, 1, spoptest.Msg{Name: "m"})
+		burst := make([]byte, 0, 1000*len(frame))
+		for range 1000 {
+			burst = append(burst, frame...)
+		}
+		deadline := time.Now().Add(10 * time.Second)
+		for time.Now().Before(deadline) {
+			_ = c.NC.SetWriteDeadline(time.Now().Add(200 * time.Millisecond))
+			if _, err := c.NC.Write(burst); err != nil {
+				break
+			}
+		}
+		select {
+		case err := <-res:
+			assert.True(t, errors.Is(err, net.ErrClosed) || codec.StatusOf(err) != codec.StatusNormal || err == nil, "%v", err)
+		case <-time.After(10 * time.Second):
+			t.Fatal("the connection did not end")
+		}
+	})
+}
+
+func TestDrain(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	defer l.Close()
+	conns := make(chan *Conn, 1)
+	res := make(chan error, 1)
+	go func() {
+		nc, err := l.Accept()
+		if err != nil {
+			res <- err
+			return
+		}
+		c := New(nc, &Config{}, &echoDispatcher{})
+		conns <- c
+		res <- c.Serve()
+	}()
+	c := spoptest.Dial(t, l.Addr().String())
+	c.Hello("pipelining", 16380)
+	c.Notify(1, 1, spoptest.Msg{Name: "m"})
+	assert.Equal(t, uint64(1), c.ReadAck().StreamID)
+	(<-conns).Drain()
+	assert.Equal(t, codec.StatusNormal, c.ReadDisconnect().Status)
+	c.ExpectClosed()
+	require.ErrorIs(t, <-res, ErrDrained)
+}
+
+func TestGate(t *testing.T) {
+	g := gate{max: 2}
+	require.True(t, g.acquire())
+	require.True(t, g.acquire())
+	got := make(chan bool)
+	go func() { got <- g.acquire() }()
+	select {
+	case <-got:
+		t.Fatal("acquire past the limit did not block")
+	case <-time.After(20 * time.Millisecond):
+	}
+	g.release(1)
+	require.True(t, <-got)
+	go func() { got <- g.acquire() }()
+	g.shut()
+	require.False(t, <-got)
+	require.False(t, g.acquire())
+}
