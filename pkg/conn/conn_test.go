@@ -130,6 +130,7 @@ func TestDecoderStatuses(t *testing.T) {
 			dc := c.ReadDisconnect()
 			assert.Equal(t, tc.status, dc.Status, "%q", dc.Message)
 			c.ExpectClosed()
+			require.NoError(t, c.NC.Close()) // else Serve lingers, waiting for us to close
 			var e *codec.Error
 			require.ErrorAs(t, <-res, &e)
 			assert.Equal(t, tc.status, e.Status)
