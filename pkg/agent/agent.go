@@ -272,6 +272,7 @@ func (a *Agent) close() []*conn.Conn {
 // abortAll closes every connection at once and cancels every handler's
 // context, async ones included.
 func (a *Agent) abortAll() {
+	_ = a.init()
 	if a.baseStop != nil {
 		a.baseStop()
 	}
@@ -323,6 +324,7 @@ func (a *Agent) Close() error {
 }
 
 func (a *Agent) release() {
+	_ = a.init() // orders this after a concurrent Serve's init
 	if a.baseStop != nil {
 		a.baseStop()
 	}
