@@ -3,7 +3,6 @@
 package agent_test
 
 import (
-	"context"
 	"io"
 	"net/netip"
 	"testing"
@@ -13,14 +12,6 @@ import (
 	"github.com/spoe-forge/spoe-forge/pkg/codec"
 	"github.com/stretchr/testify/require"
 )
-
-func checkRequest(ctx context.Context, m *agent.Message, act *agent.Actions) error {
-	ip, _ := m.IP("ip")
-	path, _ := m.Bytes("path")
-	act.SetBool(agent.ScopeTransaction, "allowed", ip.IsLoopback())
-	act.SetInt(agent.ScopeTransaction, "score", int64(len(path)))
-	return nil
-}
 
 // TestZeroAllocsPerNotify pins the promise that a handler reading two args
 // and setting two variables costs no allocation per NOTIFY, through the

@@ -1,6 +1,7 @@
 package agent_test
 
 import (
+	"context"
 	"bufio"
 	"fmt"
 	"io"
@@ -14,6 +15,16 @@ import (
 	"github.com/spoe-forge/spoe-forge/pkg/agent"
 	"github.com/spoe-forge/spoe-forge/pkg/codec"
 )
+
+// checkRequest reads two args and sets two variables: the shape of the
+// allocation test and the benchmarks.
+func checkRequest(ctx context.Context, m *agent.Message, act *agent.Actions) error {
+	ip, _ := m.IP("ip")
+	path, _ := m.Bytes("path")
+	act.SetBool(agent.ScopeTransaction, "allowed", ip.IsLoopback())
+	act.SetInt(agent.ScopeTransaction, "score", int64(len(path)))
+	return nil
+}
 
 // BenchmarkPipelined drives the whole agent over loopback TCP: conns
 // connections, each keeping window NOTIFYs in flight (the check-request shape
