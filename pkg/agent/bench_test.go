@@ -1,8 +1,8 @@
 package agent_test
 
 import (
-	"context"
 	"bufio"
+	"context"
 	"fmt"
 	"io"
 	"net"
