@@ -1,0 +1,17 @@
+package e2e
+
+import (
+	"testing"
+
+	"go.uber.org/goleak"
+)
+
+// TestMain checks that every test left no goroutine behind: the agents'
+// connections, workers and handlers, the test proxies and HTTP clients.
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m,
+		// ants starts its default pool when imported; those two goroutines
+		// belong to it, not to us.
+		goleak.IgnoreAnyFunction("github.com/panjf2000/ants/v2.(*poolCommon).purgeStaleWorkers"),
+		goleak.IgnoreAnyFunction("github.com/panjf2000/ants/v2.(*poolCommon).ticktock"))
+}
