@@ -297,6 +297,11 @@ func TestHandlerFailuresStillAck(t *testing.T) {
 		<-ctx.Done()
 		return ctx.Err()
 	})
+	a.Message("late", func(ctx context.Context, m *agent.Message, act *agent.Actions) error {
+		time.Sleep(80 * time.Millisecond) // ignores ctx, returns past its 50 ms deadline
+		act.SetBool(agent.ScopeTransaction, "partial", true)
+		return nil
+	})
 	a.Message("badvar", func(ctx context.Context, m *agent.Message, act *agent.Actions) error {
 		act.SetBool(agent.ScopeTransaction, string(make([]byte, 64)), true)
 		return nil
@@ -316,6 +321,7 @@ func TestHandlerFailuresStillAck(t *testing.T) {
 		{"fails", agent.ErrCodeHandler, true},
 		{"panics", agent.ErrCodePanic, false},
 		{"slow", agent.ErrCodeTimeout, false},
+		{"late", agent.ErrCodeTimeout, false},
 		{"badvar", agent.ErrCodeAction, false},
 		{"huge", agent.ErrCodeTooLarge, false},
 	} {

@@ -99,9 +99,11 @@ func WithShutdownTimeout(d time.Duration) Option {
 func WithMaxConnections(n int) Option { return func(c *config) { c.maxConns = n } }
 
 // WithErrorVar names a variable that is set, as an integer, when a handler
-// fails: 1 it returned an error, 2 it panicked, 3 it hit its deadline, 4 the
-// actions did not fit in one frame, 5 an action was invalid. The NOTIFY is
-// acknowledged either way.
+// fails: 1 it returned an error, 2 it panicked, 3 it missed its deadline
+// (returned late, or with its context's error), 4 the actions did not fit in
+// one frame, 5 an action was invalid. The NOTIFY is acknowledged either way;
+// the handler's own actions are kept after an error and dropped after a
+// panic or a missed deadline.
 func WithErrorVar(scope Scope, name string) Option {
 	return func(c *config) { c.errorVar = Var{Scope: scope, Name: name} }
 }

@@ -42,12 +42,12 @@ func serveOne(t *testing.T, cfg *Config, d Dispatcher) (*spoptest.Client, <-chan
 	t.Helper()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	require.NoError(t, err)
-	defer l.Close()
 	res := make(chan error, 1)
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
 		nc, err := l.Accept()
+		_ = l.Close() // after Accept: closing earlier would reset the pending connection
 		if err != nil {
 			res <- err
 			return

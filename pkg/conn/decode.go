@@ -12,14 +12,34 @@ import (
 // protocol state. It parses each frame's header, answers the HELLO, and
 // passes NOTIFY and UNSET frames on to the dispatcher in the batch they came
 // in. It returns why the connection must end.
+//
+// Draining (Drain) does not stop it at once: as advised for a graceful close,
+// the connection keeps answering until it has nothing in flight, and only
+// then ends (the caller then sends AGENT-DISCONNECT status 0). A NOTIFY that
+// crosses the DISCONNECT is lost; the agent's shutdown deadline bounds the
+// wait on a connection that is never idle.
 func (c *Conn) decodeLoop(out chan<- *pipeline.Batch, startDispatcher func()) error {
 	hello := false
+	drain := c.drain
+	var idle <-chan time.Time
 	for {
 		var b *pipeline.Batch
 		select {
 		case b = <-c.rx:
-		case <-c.drain:
-			return ErrDrained
+		case <-drain:
+			if !hello {
+				return ErrDrained
+			}
+			drain = nil // seen; poll for idleness from now on
+			t := time.NewTicker(drainPoll)
+			defer t.Stop()
+			idle = t.C
+			continue
+		case <-idle:
+			if c.gate.inFlight() == 0 && len(out) == 0 && len(c.rx) == 0 {
+				return ErrDrained
+			}
+			continue
 		case <-c.failed:
 			return c.failErr
 		}
@@ -94,15 +114,15 @@ func (c *Conn) decodeLoop(out chan<- *pipeline.Batch, startDispatcher func()) er
 		}
 		select {
 		case out <- b: // ownership of b and its buffer reference passes to the dispatcher
-		case <-c.drain:
-			c.putBatch(b)
-			return ErrDrained
 		case <-c.failed:
 			c.putBatch(b)
 			return c.failErr
 		}
 	}
 }
+
+// drainPoll is how often a draining connection checks whether it is idle.
+const drainPoll = 5 * time.Millisecond
 
 // handleHello answers a HAPROXY-HELLO. It reports whether the connection was
 // a health check. On success the AGENT-HELLO is queued and the session is

@@ -20,9 +20,10 @@ import (
 // ctx carries the per-NOTIFY deadline and is cancelled when the connection
 // dies or the agent stops. m and everything obtained from it are valid only
 // until the handler returns, and so are ctx and a. A handler that returns an
-// error or panics is logged; the actions it added before an error are kept
-// (after a panic they are dropped), the error variable is set if configured,
-// and the NOTIFY is acknowledged all the same.
+// error, panics or misses its deadline is logged, the error variable is set
+// if configured, and the NOTIFY is acknowledged all the same. The actions it
+// added are kept after an error, and dropped after a panic or a missed
+// deadline (they would be stale).
 type Handler interface {
 	HandleMessage(ctx context.Context, m *Message, a *Actions) error
 }
@@ -39,7 +40,7 @@ func (f HandlerFunc) HandleMessage(ctx context.Context, m *Message, a *Actions) 
 const (
 	ErrCodeHandler  = 1 // the handler returned an error
 	ErrCodePanic    = 2 // the handler panicked
-	ErrCodeTimeout  = 3 // the handler returned after its deadline, or with a context error
+	ErrCodeTimeout  = 3 // the handler returned after its deadline, or with its context's error
 	ErrCodeTooLarge = 4 // the actions did not fit in one ACK frame
 	ErrCodeAction   = 5 // an action was invalid (empty or over-long name, bad scope)
 )

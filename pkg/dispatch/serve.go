@@ -285,7 +285,10 @@ func (d *Dispatcher) route(name []byte) (Handler, string) {
 	return d.cfg.Fallback, ""
 }
 
-// call runs one handler, turning a panic or an error into an ErrCode.
+// call runs one handler, turning a panic, an error or a missed deadline
+// into an ErrCode. A handler that panicked or missed its deadline loses the
+// actions it added: they are stale, and on HAProxy 2.6/3.0 a frame-id can be
+// reused after a failed event, so a late answer could land on the next one.
 func (d *Dispatcher) call(t *task, h Handler) (code int) {
 	mark, n := len(t.acts.buf), t.acts.n
 	defer func() {
@@ -297,14 +300,19 @@ func (d *Dispatcher) call(t *task, h Handler) (code int) {
 		}
 	}()
 	err := h.HandleMessage(&t.ctx, &t.msg, &t.acts)
-	if err == nil {
+	late := !time.Now().Before(t.ctx.deadline)
+	switch {
+	case err == nil && !late:
 		return 0
-	}
-	if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled) {
+	case late || errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled):
+		t.acts.buf, t.acts.n = t.acts.buf[:mark], n
 		code = ErrCodeTimeout
-	} else {
+		if ce := d.log.Check(zap.WarnLevel, "handler missed its deadline"); ce != nil {
+			ce.Write(zap.String("message", t.msg.Name()), zap.Duration("timeout", d.cfg.Timeout), zap.NamedError("returned", err))
+		}
+	default:
 		code = ErrCodeHandler
+		d.log.Warn("handler failed", zap.String("message", t.msg.Name()), zap.Error(err))
 	}
-	d.log.Warn("handler failed", zap.String("message", t.msg.Name()), zap.Error(err))
 	return code
 }
