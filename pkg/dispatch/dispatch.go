@@ -87,6 +87,9 @@ type Config struct {
 	Buffers *bytebufferpool.Pool
 }
 
+// workerIdle is how long an idle worker goroutine is kept.
+const workerIdle = 10 * time.Second
+
 // Dispatcher runs handlers for every connection of an agent.
 type Dispatcher struct {
 	cfg    Config
@@ -135,7 +138,9 @@ func New(cfg Config) (*Dispatcher, error) {
 		}
 	}
 	pool, err := ants.NewPoolWithFuncGeneric(cfg.Workers, d.run,
-		ants.WithDisablePurge(true),
+		// Workers idle for workerIdle exit, so that a burst does not leave
+		// its goroutines behind; steady load keeps them warm.
+		ants.WithExpiryDuration(workerIdle),
 		ants.WithLogger(antsLogger{cfg.Logger}),
 		ants.WithPanicHandler(func(p any) {
 			// run recovers handler panics itself; this is a last resort.
