@@ -1,0 +1,263 @@
+#!/usr/bin/env bash
+# bench/run.sh — spoe-forge against other Go SPOE libraries.
+#
+# 1. Direct: cmd/bench plays HAProxy against each benchmark agent of
+#    bench/peers (spoeforge, negasus, criteo, dropmorepackets), interleaved
+#    (A B C D A B C D …), REPS times per scenario: 1x1, 4x16 and 16x64
+#    (conns x pipeline) closed loop, 16x64 with a 4 KiB body, and an open
+#    loop at RATE NOTIFY/s. Each agent is restarted per run and pinned to
+#    CPU 1, the load to CPU 0. cmd/bench reads the agent's CPU time and peak
+#    RSS from /proc over the measured window.
+# 2. End to end: the same agents behind real HAProxy 2.6 and 3.2 (one
+#    thread, CPU 0) driven by wrk (CPU 0) against a frontend that answers
+#    from the agent's variables, plus HAProxy without SPOE as the ceiling.
+# 3. A CPU profile of the spoeforge agent at 16x64, and the whole-stack
+#    allocation test of pkg/agent.
+#
+# Raw results go to bench/results/<date>/ and bench/RESULTS.md is generated
+# from them (bench/report). Knobs (environment): BENCH_DURATION (5s),
+# BENCH_WARMUP (1s), BENCH_REPS (3), BENCH_RATE (10000), BENCH_SKIP_E2E=1.
+#
+#	bash bench/run.sh
+set -euo pipefail
+
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+root=$(pwd)
+
+DURATION=${BENCH_DURATION:-5s}
+WARMUP=${BENCH_WARMUP:-1s}
+REPS=${BENCH_REPS:-3}
+RATE=${BENCH_RATE:-10000}
+AGENTS=(spoeforge negasus criteo dropmorepackets)
+AGENT_PORT=${BENCH_AGENT_PORT:-23451}
+FE_PORT=${BENCH_FE_PORT:-23480}
+LOAD_CPU=0
+AGENT_CPU=1
+
+date_tag=$(date -u +%Y-%m-%d)
+out="bench/results/$date_tag"
+rm -rf "$out"
+mkdir -p "$out/direct" "$out/e2e"
+work=$(mktemp -d)
+agent_pid=""
+haproxy_pid=""
+cleanup() {
+	[[ -n "$agent_pid" ]] && kill "$agent_pid" 2>/dev/null || true
+	[[ -n "$haproxy_pid" ]] && kill "$haproxy_pid" 2>/dev/null || true
+	rm -rf "$work"
+}
+trap cleanup EXIT
+
+log() { printf '[%s] %s\n' "$(date -u +%H:%M:%S)" "$*" >&2; }
+# record appends a command, as run, to commands.txt.
+record() { printf '%s\n' "$*" >>"$out/commands.txt"; }
+
+# --- tools ---------------------------------------------------------------
+if ! command -v wrk >/dev/null; then
+	log "installing wrk"
+	if [[ $(id -u) == 0 ]]; then
+		apt-get update -qq && apt-get install -y -qq wrk >/dev/null
+	else
+		sudo apt-get update -qq && sudo apt-get install -y -qq wrk >/dev/null
+	fi
+fi
+cache="${SPOE_HAPROXY_CACHE:-/var/cache/spoe-forge/haproxy}"
+if [[ -r "$cache/env.sh" ]]; then
+	# shellcheck source=/dev/null
+	. "$cache/env.sh"
+fi
+HAPROXY_26=${SPOE_HAPROXY_2_6:-/usr/sbin/haproxy}
+HAPROXY_32=${SPOE_HAPROXY_3_2:-$cache/3.2/haproxy}
+
+log "building cmd/bench and the agents into $work"
+go build -o "$work/bench" ./cmd/bench
+(cd bench/peers && go build -o "$work/" ./spoeforge ./negasus ./criteo ./dropmorepackets)
+go build -o "$work/report" ./bench/report
+
+# --- environment ---------------------------------------------------------
+{
+	echo "date: $(date -u '+%Y-%m-%d %H:%M UTC')"
+	echo "commit: $(git rev-parse --short HEAD 2>/dev/null || echo unknown)$(git diff --quiet HEAD -- pkg internal 2>/dev/null || echo ' (pkg/ or internal/ modified)')"
+	echo "cores: $(nproc)"
+	echo "cpu: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//')"
+	echo "kernel: $(uname -r)"
+	echo "go: $(go version | cut -d' ' -f3-)"
+	echo "haproxy 2.6: $("$HAPROXY_26" -v | head -1)"
+	echo "haproxy 3.2: $("$HAPROXY_32" -v | head -1)"
+	echo "wrk: $(wrk --version 2>&1 | head -1)"
+	(cd bench/peers && go list -m -f '{{.Path}} {{.Version}}' github.com/negasus/haproxy-spoe-go github.com/criteo/haproxy-spoe-go github.com/dropmorepackets/haproxy-go) |
+		sed 's/^/library: /'
+	echo "library: github.com/spoe-forge/spoe-forge (this tree, via replace)"
+	echo "duration: $DURATION"
+	echo "warmup: $WARMUP"
+	echo "reps: $REPS"
+	echo "rate: $RATE"
+	echo "pinning: agent taskset -c $AGENT_CPU; load (cmd/bench, or HAProxy nbthread 1 + wrk) taskset -c $LOAD_CPU"
+} >"$out/env.txt"
+cat "$out/env.txt" >&2
+
+wait_port() {
+	local port=$1
+	for _ in $(seq 200); do
+		if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
+			return 0
+		fi
+		sleep 0.05
+	done
+	log "nothing listens on port $port"
+	return 1
+}
+
+# start_agent NAME [extra flags]: runs the agent pinned to AGENT_CPU.
+start_agent() {
+	local name=$1
+	shift
+	taskset -c "$AGENT_CPU" "$work/$name" -addr "127.0.0.1:$AGENT_PORT" "$@" 2>>"$out/agents.log" &
+	agent_pid=$!
+	wait_port "$AGENT_PORT"
+}
+
+stop_agent() {
+	kill -TERM "$agent_pid" 2>/dev/null || true
+	wait "$agent_pid" 2>/dev/null || true
+	agent_pid=""
+}
+
+# cpu_of PID: utime+stime in clock ticks.
+cpu_of() { awk '{ sub(/.*\) /, ""); print $12 + $13 }' "/proc/$1/stat"; }
+hwm_of() { awk '/^VmHWM:/ { print $2 }' "/proc/$1/status"; }
+
+# --- 1. direct -----------------------------------------------------------
+# name conns pipeline profile rate
+scenarios=(
+	"1x1 1 1 check-request 0"
+	"4x16 4 16 check-request 0"
+	"16x64 16 64 check-request 0"
+	"16x64-body4k 16 64 body4k 0"
+	"open-4x16 4 16 check-request $RATE"
+)
+for s in "${scenarios[@]}"; do
+	read -r name conns pipeline profile rate <<<"$s"
+	for rep in $(seq "$REPS"); do
+		for a in "${AGENTS[@]}"; do
+			start_agent "$a"
+			args=(-addr "127.0.0.1:$AGENT_PORT" -conns "$conns" -pipeline "$pipeline" -profile "$profile"
+				-duration "$DURATION" -warmup "$WARMUP" -expect-var score,ok -ids 3.2 -json -q)
+			if [[ "$rate" != 0 ]]; then args+=(-rate "$rate"); fi
+			record "taskset -c $LOAD_CPU bench ${args[*]} -agent-pid <pid of: taskset -c $AGENT_CPU $a -addr 127.0.0.1:$AGENT_PORT>"
+			log "direct $name rep $rep: $a"
+			taskset -c "$LOAD_CPU" "$work/bench" "${args[@]}" -agent-pid "$agent_pid" \
+				>"$out/direct/$name.$a.$rep.json" 2>>"$out/direct/$name.$a.$rep.err" || log "  (bench exited $?)"
+			stop_agent
+		done
+	done
+done
+
+# --- 2. end to end -------------------------------------------------------
+e2e_config() { # VERSION SPOE(0|1) > haproxy.cfg
+	local version=$1 spoe=$2
+	cat <<CFG
+global
+    nbthread 1
+    maxconn 2000
+defaults
+    mode http
+    timeout connect 5s
+    timeout client 30s
+    timeout server 30s
+frontend fe
+    bind 127.0.0.1:$FE_PORT
+CFG
+	if [[ $spoe == 1 ]]; then
+		cat <<CFG
+    filter spoe engine bench config $root/$out/e2e/spoe.conf
+    http-request return status 200 content-type text/plain lf-string "score=%[var(txn.bench.score)] ok=%[var(txn.bench.ok)]" if { var(txn.bench.score) -m found } { var(txn.bench.ok) -m bool }
+    http-request return status 500 content-type text/plain lf-string "spoe error=%[var(txn.bench.error)]"
+backend be_spoa
+    mode $([[ $version == 2.6 ]] && echo tcp || echo spop)
+    timeout connect 5s
+    timeout server 3m
+    server agent 127.0.0.1:$AGENT_PORT
+CFG
+	else
+		cat <<CFG
+    http-request return status 200 content-type text/plain lf-string "score=30 ok=1"
+CFG
+	fi
+}
+cat >"$out/e2e/spoe.conf" <<CFG
+[bench]
+spoe-agent bench-agent
+    messages check-request
+    option var-prefix bench
+    option set-on-error error
+    timeout hello 2s
+    timeout idle 2m
+    timeout processing 1s
+    use-backend be_spoa
+spoe-message check-request
+    args ip=src path=path ua=req.hdr(user-agent) host=req.hdr(host) port=dst_port
+    event on-frontend-http-request
+CFG
+
+UA="Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0.0.0 Safari/537.36"
+URL="http://127.0.0.1:$FE_PORT/api/v1/users/12345/orders/678"
+WRK_CONNS=${BENCH_WRK_CONNS:-64}
+if [[ "${BENCH_SKIP_E2E:-0}" != 1 ]]; then
+	for version in 2.6 3.2; do
+		bin=$HAPROXY_26
+		if [[ $version == 3.2 ]]; then bin=$HAPROXY_32; fi
+		e2e_config "$version" 1 >"$out/e2e/haproxy-$version.cfg"
+		e2e_config "$version" 0 >"$out/e2e/haproxy-$version-nospoe.cfg"
+		for rep in $(seq "$REPS"); do
+			for a in none "${AGENTS[@]}"; do
+				cfg="$out/e2e/haproxy-$version.cfg"
+				if [[ $a == none ]]; then
+					cfg="$out/e2e/haproxy-$version-nospoe.cfg"
+				else
+					start_agent "$a"
+				fi
+				taskset -c "$LOAD_CPU" "$bin" -db -f "$cfg" >>"$out/e2e/haproxy.log" 2>&1 &
+				haproxy_pid=$!
+				wait_port "$FE_PORT"
+				log "e2e HAProxy $version rep $rep: $a"
+				wrk_args=(-t1 -c"$WRK_CONNS" --latency -H "User-Agent: $UA" "$URL")
+				# Warm up (connections to the agent, JIT of nothing, caches).
+				taskset -c "$LOAD_CPU" wrk -d"$WARMUP" "${wrk_args[@]}" >/dev/null 2>&1 || true
+				record "taskset -c $LOAD_CPU wrk -d$DURATION ${wrk_args[*]}   # HAProxy $version ($(basename "$cfg")), agent $a"
+				c0=0
+				if [[ $a != none ]]; then c0=$(cpu_of "$agent_pid"); fi
+				f="$out/e2e/$version.$a.$rep"
+				taskset -c "$LOAD_CPU" wrk -d"$DURATION" "${wrk_args[@]}" >"$f.wrk" 2>&1 || log "  (wrk exited $?)"
+				if [[ $a != none ]]; then
+					c1=$(cpu_of "$agent_pid")
+					printf 'agent_cpu_ticks: %s\npeak_rss_kib: %s\n' "$((c1 - c0))" "$(hwm_of "$agent_pid")" >"$f.agent"
+				fi
+				kill -TERM "$haproxy_pid" 2>/dev/null || true
+				wait "$haproxy_pid" 2>/dev/null || true
+				haproxy_pid=""
+				if [[ $a != none ]]; then stop_agent; fi
+			done
+		done
+	done
+fi
+
+# --- 3. profile and allocations ------------------------------------------
+log "CPU profile of spoeforge at 16x64"
+start_agent spoeforge -cpuprofile "$out/spoeforge-16x64.pprof"
+prof_args=(-addr "127.0.0.1:$AGENT_PORT" -conns 16 -pipeline 64 -duration 10s -warmup "$WARMUP" -expect-var score,ok -json -q)
+record "taskset -c $LOAD_CPU bench ${prof_args[*]}   # against: taskset -c $AGENT_CPU spoeforge -cpuprofile spoeforge-16x64.pprof"
+taskset -c "$LOAD_CPU" "$work/bench" "${prof_args[@]}" -agent-pid "$agent_pid" >"$out/profile-run.json" 2>/dev/null || true
+stop_agent
+record "go tool pprof -top -nodecount=40 spoeforge spoeforge-16x64.pprof"
+go tool pprof -top -nodecount=40 "$work/spoeforge" "$out/spoeforge-16x64.pprof" >"$out/profile-top.txt" 2>/dev/null
+go tool pprof -top -cum -nodecount=40 "$work/spoeforge" "$out/spoeforge-16x64.pprof" >"$out/profile-top-cum.txt" 2>/dev/null
+
+log "whole-stack allocation test"
+record "go test -run 'TestZeroAllocsPerNotify' -count=1 -v ./pkg/agent/"
+go test -run 'TestZeroAllocsPerNotify' -count=1 -v ./pkg/agent/ >"$out/allocs.txt" 2>&1 || true
+
+# --- report --------------------------------------------------------------
+record "go run ./bench/report -dir $out -out bench/RESULTS.md"
+"$work/report" -dir "$out" -out bench/RESULTS.md
+log "wrote bench/RESULTS.md and $out"
