@@ -117,6 +117,7 @@ func (a *Agent) init() error {
 			WriteTimeout: orDur(c.writeTimeout, DefaultWriteTimeout),
 			IdleTimeout:  c.idleTimeout,
 			Closing:      a.forget,
+			Rescue:       func(c *conn.Conn, frame []byte) { a.disp.Rescue(c, frame) },
 			Logger:       a.log,
 			ReadBuffers:  new(bufpool.Pool),
 			WriteBuffers: wbufs,

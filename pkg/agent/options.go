@@ -58,8 +58,11 @@ const (
 func WithLogger(l *zap.Logger) Option { return func(c *config) { c.logger = l } }
 
 // WithMaxFrameSize sets the largest max-frame-size the agent accepts (at
-// least 256). Keep it at or above HAProxy's offer (16380 by default) unless
-// fragmentation is on, or large events fail on HAProxy 2.6/3.0.
+// least 256). Keep it at or above HAProxy's offer (16380 by default): below
+// it, HAProxy 2.6/3.0 encode events against the smallest size negotiated on
+// each thread, so an event that races a connection's first HELLO can fail
+// with error 259 even though fragmentation is on, and HAProxy 3.1+ fails
+// every event larger than the answer.
 func WithMaxFrameSize(n uint32) Option { return func(c *config) { c.maxFrameSize = n } }
 
 // WithMaxInFlight bounds the NOTIFYs of one connection that are received and

@@ -48,6 +48,9 @@ type Config struct {
 	Linger time.Duration
 	// Logger receives one line per connection end, and errors.
 	Logger *zap.Logger
+	// Rescue, if set, is given every ACK frame that a failed write could not
+	// deliver, so that it can leave on another connection (async).
+	Rescue func(c *Conn, frame []byte)
 	// Closing, if set, is called once per connection when it stops
 	// exchanging frames, before it waits for its remaining handlers.
 	Closing func(*Conn)

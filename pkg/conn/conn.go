@@ -364,6 +364,7 @@ func (c *Conn) writeLoop() {
 				if _, err := c.nc.Write(buf.B); err != nil {
 					failed = true
 					c.writeFailed(err)
+					c.rescue(buf.B)
 				}
 			}
 			c.cfg.WriteBuffers.Put(buf)
@@ -379,6 +380,25 @@ func (c *Conn) writeLoop() {
 			}
 			return
 		}
+	}
+}
+
+// rescue hands the ACKs of a batch that could not be written to
+// Config.Rescue. Some may have reached the peer before the failure: HAProxy
+// ignores a second ACK for the same ids.
+func (c *Conn) rescue(b []byte) {
+	if c.cfg.Rescue == nil {
+		return
+	}
+	for len(b) > 0 {
+		frame, n, _, err := codec.NextFrame(b, codec.MaxFrameLen)
+		if err != nil || frame == nil {
+			return
+		}
+		if frame[0] == byte(codec.FrameAck) {
+			c.cfg.Rescue(c, b[:n])
+		}
+		b = b[n:]
 	}
 }
 

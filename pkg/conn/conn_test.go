@@ -19,16 +19,23 @@ import (
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
-// echoDispatcher answers every NOTIFY at once with an empty ACK.
-type echoDispatcher struct{ frames atomic.Int32 }
+// echoDispatcher answers every NOTIFY at once with an ACK carrying pad
+// bytes of actions (none by default).
+type echoDispatcher struct {
+	frames atomic.Int32
+	pad    int
+}
 
 func (d *echoDispatcher) Serve(c pipeline.Conn, in <-chan *pipeline.Batch) {
-	var buf []byte
+	var buf, acts []byte
+	if d.pad > 0 {
+		acts, _ = codec.AppendSetVar(nil, codec.ScopeTransaction, "pad", codec.Binary(make([]byte, d.pad)))
+	}
 	for b := range in {
 		for _, f := range b.Frames {
 			d.frames.Add(1)
 			if f.Type == codec.FrameNotify && f.Flags.Fin() && c.Acquire() {
-				buf = codec.AppendAck(buf[:0], f.StreamID, f.FrameID, nil)
+				buf = codec.AppendAck(buf[:0], f.StreamID, f.FrameID, acts)
 				c.Reply(buf)
 			}
 		}
@@ -175,7 +182,8 @@ func TestTimeouts(t *testing.T) {
 	t.Run("peer that stops reading", func(t *testing.T) {
 		// HAProxy's side keeps sending and never reads: the writer's
 		// deadline ends the connection instead of blocking forever.
-		c, res := serveOne(t, &Config{WriteTimeout: 100 * time.Millisecond, MaxInFlight: 1 << 20}, &echoDispatcher{})
+		// Big ACKs fill the socket buffers (megabytes on loopback) quickly.
+		c, res := serveOne(t, &Config{WriteTimeout: 100 * time.Millisecond, MaxInFlight: 1 << 20}, &echoDispatcher{pad: 8000})
 		c.Hello("pipelining", 16380)
 		frame := spoptest.NotifyFrame(1, 1, spoptest.Msg{Name: "m"})
 		burst := make([]byte, 0, 1000*len(frame))

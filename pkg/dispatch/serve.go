@@ -211,6 +211,17 @@ func (d *Dispatcher) unregister(s *session) {
 	d.mu.Unlock()
 }
 
+// Rescue sends an ACK frame that c could not deliver on another live
+// connection of c's engine, when async was negotiated on c. It reports
+// whether one took it.
+func (d *Dispatcher) Rescue(c pipeline.Conn, frame []byte) bool {
+	info := c.Session()
+	if !d.cfg.Async || !info.Capabilities.Has(codec.CapAsync) || info.EngineID == "" {
+		return false
+	}
+	return d.forward(&session{c: c, engineID: info.EngineID}, frame)
+}
+
 // forward sends an ACK whose connection died on another connection of the
 // same engine. It reports whether one took it.
 func (d *Dispatcher) forward(s *session, frame []byte) bool {
