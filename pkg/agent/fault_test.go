@@ -283,3 +283,36 @@ func TestMaxConnections(t *testing.T) {
 	c4 := spoptest.Dial(t, addr)
 	c4.Hello("pipelining", 16380)
 }
+
+// TestBlockedHandlersReleaseWorkers: handlers that block until their
+// context ends hold their worker only until the per-NOTIFY deadline; with a
+// pool of 4 workers, 40 such NOTIFYs are all answered (with the error
+// variable) in about ten deadlines, and the connection stays usable.
+func TestBlockedHandlersReleaseWorkers(t *testing.T) {
+	const timeout = 50 * time.Millisecond
+	a := agent.New(agent.WithWorkers(4), agent.WithTimeout(timeout), agent.WithMaxInFlight(64),
+		agent.WithErrorVar(agent.ScopeTransaction, "error"))
+	a.Message("block", func(ctx context.Context, m *agent.Message, act *agent.Actions) error {
+		<-ctx.Done() // "forever", as far as the handler is concerned
+		return ctx.Err()
+	})
+	a.Message("m", echo)
+	c := spoptest.Dial(t, start(t, a))
+	c.Hello("pipelining", 16380)
+	s := time.Now()
+	for i := range 40 {
+		c.Notify(uint64(i), 1, spoptest.Msg{Name: "block"})
+	}
+	for range 40 {
+		ack := c.ReadAck()
+		v, ok := ack.Var("error")
+		require.True(t, ok)
+		code, _ := v.Value.Int()
+		require.EqualValues(t, agent.ErrCodeTimeout, code)
+	}
+	took := time.Since(s)
+	t.Logf("40 blocked NOTIFYs on 4 workers answered in %v", took)
+	assert.Less(t, took, 40*timeout, "workers were not released at the deadline")
+	c.Notify(100, 1, spoptest.Msg{Name: "m"})
+	assert.Equal(t, uint64(100), c.ReadAck().StreamID)
+}
