@@ -49,8 +49,14 @@ cleanup() {
 trap cleanup EXIT
 
 log() { printf '[%s] %s\n' "$(date -u +%H:%M:%S)" "$*" >&2; }
-# record appends a command, as run, to commands.txt.
-record() { printf '%s\n' "$*" >>"$out/commands.txt"; }
+# record appends a command line to commands.txt (the arguments shell-quoted).
+record() {
+	local q
+	printf -v q '%q ' "$@"
+	printf '%s\n' "${q% }" >>"$out/commands.txt"
+}
+# note appends a comment to the last recorded command.
+note() { sed -i "\$s|\$|   # $*|" "$out/commands.txt"; }
 
 # --- tools ---------------------------------------------------------------
 if ! command -v wrk >/dev/null; then
@@ -144,7 +150,8 @@ for s in "${scenarios[@]}"; do
 			args=(-addr "127.0.0.1:$AGENT_PORT" -conns "$conns" -pipeline "$pipeline" -profile "$profile"
 				-duration "$DURATION" -warmup "$WARMUP" -expect-var score,ok -ids 3.2 -json -q)
 			if [[ "$rate" != 0 ]]; then args+=(-rate "$rate"); fi
-			record "taskset -c $LOAD_CPU bench ${args[*]} -agent-pid <pid of: taskset -c $AGENT_CPU $a -addr 127.0.0.1:$AGENT_PORT>"
+			record taskset -c "$LOAD_CPU" bench "${args[@]}" -agent-pid PID
+			note "PID: taskset -c $AGENT_CPU $a -addr 127.0.0.1:$AGENT_PORT"
 			log "direct $name rep $rep: $a"
 			taskset -c "$LOAD_CPU" "$work/bench" "${args[@]}" -agent-pid "$agent_pid" \
 				>"$out/direct/$name.$a.$rep.json" 2>>"$out/direct/$name.$a.$rep.err" || log "  (bench exited $?)"
@@ -224,7 +231,8 @@ if [[ "${BENCH_SKIP_E2E:-0}" != 1 ]]; then
 				wrk_args=(-t1 -c"$WRK_CONNS" --latency -H "User-Agent: $UA" "$URL")
 				# Warm up (connections to the agent, JIT of nothing, caches).
 				taskset -c "$LOAD_CPU" wrk -d"$WARMUP" "${wrk_args[@]}" >/dev/null 2>&1 || true
-				record "taskset -c $LOAD_CPU wrk -d$DURATION ${wrk_args[*]}   # HAProxy $version ($(basename "$cfg")), agent $a"
+				record taskset -c "$LOAD_CPU" wrk -d"$DURATION" "${wrk_args[@]}"
+				note "HAProxy $version: taskset -c $LOAD_CPU haproxy -db -f $(basename "$cfg"); agent: $a"
 				c0=0
 				if [[ $a != none ]]; then c0=$(cpu_of "$agent_pid"); fi
 				f="$out/e2e/$version.$a.$rep"
@@ -246,18 +254,38 @@ fi
 log "CPU profile of spoeforge at 16x64"
 start_agent spoeforge -cpuprofile "$out/spoeforge-16x64.pprof"
 prof_args=(-addr "127.0.0.1:$AGENT_PORT" -conns 16 -pipeline 64 -duration 10s -warmup "$WARMUP" -expect-var score,ok -json -q)
-record "taskset -c $LOAD_CPU bench ${prof_args[*]}   # against: taskset -c $AGENT_CPU spoeforge -cpuprofile spoeforge-16x64.pprof"
+record taskset -c "$LOAD_CPU" bench "${prof_args[@]}"
+note "against: taskset -c $AGENT_CPU spoeforge -addr 127.0.0.1:$AGENT_PORT -cpuprofile spoeforge-16x64.pprof"
 taskset -c "$LOAD_CPU" "$work/bench" "${prof_args[@]}" -agent-pid "$agent_pid" >"$out/profile-run.json" 2>/dev/null || true
 stop_agent
-record "go tool pprof -top -nodecount=40 spoeforge spoeforge-16x64.pprof"
+record go tool pprof -top -nodecount=40 spoeforge spoeforge-16x64.pprof
 go tool pprof -top -nodecount=40 "$work/spoeforge" "$out/spoeforge-16x64.pprof" >"$out/profile-top.txt" 2>/dev/null
 go tool pprof -top -cum -nodecount=40 "$work/spoeforge" "$out/spoeforge-16x64.pprof" >"$out/profile-top-cum.txt" 2>/dev/null
 
+# Where the time goes, by (overlapping) groups of functions: the samples
+# whose stack contains a match of each regexp.
+breakdown() { # LABEL REGEXP
+	local line
+	line=$(go tool pprof -top -nodecount=100000 -focus="$2" "$work/spoeforge" "$out/spoeforge-16x64.pprof" 2>/dev/null |
+		grep -m1 'Showing nodes accounting for' || true)
+	printf '%s\t%s\t%s\n' "$1" "$2" "${line#*accounting for }" >>"$out/profile-breakdown.txt"
+}
+: >"$out/profile-breakdown.txt"
+breakdown "conn writer: write(2) of ACK batches" 'syscall\.write$'
+breakdown "conn reader: read(2) of NOTIFYs" 'syscall\.read$'
+breakdown "NOTIFY decode (codec.Notify.Decode, in dispatch.submit)" 'codec\.\(\*Notify\)\.Decode$'
+breakdown "handler body (2 args read, 2 vars set)" '^main\.main\.func1$'
+breakdown "clock reads: time.Now (per-NOTIFY deadline)" '^time\.Now$'
+breakdown "ants: Invoke (hand-off to a worker)" 'ants/v2\.\(\*PoolWithFuncGeneric.*\)\.Invoke$'
+breakdown "goroutine hand-offs: select, chan send/recv, park, ready" '^runtime\.(selectgo|chansend1|chanrecv1|chanrecv2|gopark|goready)$'
+breakdown "scheduler: schedule/findRunnable (idle and stealing)" '^runtime\.(schedule|findRunnable)$'
+breakdown "GC and allocation" '^runtime\.(gcBgMarkWorker|mallocgc)$'
+
 log "whole-stack allocation test"
-record "go test -run 'TestZeroAllocsPerNotify' -count=1 -v ./pkg/agent/"
+record go test -run TestZeroAllocsPerNotify -count=1 -v ./pkg/agent/
 go test -run 'TestZeroAllocsPerNotify' -count=1 -v ./pkg/agent/ >"$out/allocs.txt" 2>&1 || true
 
 # --- report --------------------------------------------------------------
-record "go run ./bench/report -dir $out -out bench/RESULTS.md"
+record go run ./bench/report -dir "$out" -out bench/RESULTS.md
 "$work/report" -dir "$out" -out bench/RESULTS.md
 log "wrote bench/RESULTS.md and $out"

@@ -165,7 +165,7 @@ func write(w *bytes.Buffer, dir, out string) error {
 	type key struct{ scen, agent string }
 	med := map[key]map[string]float64{}
 	p("## Direct: cmd/bench playing HAProxy\n\n")
-	p("Each agent runs alone on CPU 1 (`taskset -c 1`), cmd/bench on CPU 0, both restarted per run; runs are interleaved (A B C D A B C D …). Ids as HAProxy 3.2 assigns them, capabilities offered `pipelining`, max-frame-size 16380, every ACK checked for the NOTIFY's ids and a set-var of `score` and `ok`. Agent CPU is utime+stime from /proc over the measured window; RSS is VmHWM at the end of the run. \"window\" is the effective number in flight per connection: an agent that does not negotiate pipelining gets one NOTIFY at a time per connection, as HAProxy would give it.\n\n")
+	p("Each agent runs alone on CPU 1 (`taskset -c 1`), cmd/bench on CPU 0, both restarted per run; runs are interleaved (A B C D A B C D …). Ids as HAProxy 3.2 assigns them, capabilities offered `pipelining`, max-frame-size 16380, every ACK checked for the NOTIFY's ids and a set-var of `score` and `ok`. Agent CPU is utime+stime from /proc over the measured window; RSS is VmHWM at the end of the run. \"window\" is the effective number in flight per connection: an agent that does not negotiate pipelining gets one NOTIFY at a time per connection, as HAProxy would give it. \"errors\" sums, over the repetitions, every ACK that did not match a NOTIFY in flight or lacked a variable, and every NOTIFY unanswered within 1 s (an ACK arriving after that is not counted twice). \"bench CPU %%\" is cmd/bench's own CPU (getrusage) over the window, to show it was not the bottleneck; in open loop it includes the pacer's one nanosleep(2) per NOTIFY.\n\n")
 	for _, scen := range scenarioOrder {
 		byAgent := runs[scen]
 		if byAgent == nil {
@@ -430,6 +430,46 @@ func write(w *bytes.Buffer, dir, out string) error {
 		}
 		p("```\n\n")
 	}
+	if bd := readLines(filepath.Join(dir, "profile-breakdown.txt")); bd != nil {
+		var sent float64
+		if b, err := os.ReadFile(filepath.Join(dir, "profile-run.json")); err == nil {
+			var pr struct {
+				Sent         float64 `json:"sent"`
+				NotifyPerSec float64 `json:"notify_per_sec"`
+				Agent        *struct {
+					PerM float64 `json:"cpu_s_per_million_notify"`
+				} `json:"agent"`
+			}
+			if json.Unmarshal(b, &pr) == nil {
+				sent = pr.Sent
+				p("During the profiled run: %.0f NOTIFY/s, %.0f NOTIFYs in all (warm-up and drain included)", pr.NotifyPerSec, pr.Sent)
+				if pr.Agent != nil {
+					p(", agent CPU %.2f s per million NOTIFY", pr.Agent.PerM)
+				}
+				p(".\n\n")
+			}
+		}
+		p("Where the time goes: samples whose stack contains a function matching each expression (groups overlap; e.g. the handler runs inside the ants worker).\n\n")
+		p("| group | functions (regexp) | CPU | %% of samples | ns per NOTIFY |\n|---|---|---:|---:|---:|\n")
+		for _, l := range bd {
+			f := strings.Split(l, "\t")
+			if len(f) != 3 {
+				continue
+			}
+			// "1.64s, 18.16% of 9.03s total"
+			secs, pct := "–", "–"
+			perN := "–"
+			if parts := strings.SplitN(f[2], ", ", 2); len(parts) == 2 {
+				secs = parts[0]
+				pct, _, _ = strings.Cut(parts[1], " of")
+				if v, err := parseSeconds(secs); err == nil && sent > 0 {
+					perN = fmt.Sprintf("%.0f", v/sent*1e9)
+				}
+			}
+			p("| %s | `%s` | %s | %s | %s |\n", f[0], strings.ReplaceAll(f[1], "|", "\\|"), secs, pct, perN)
+		}
+		p("\n")
+	}
 
 	// --- commands ---
 	if cmds := readLines(filepath.Join(dir, "commands.txt")); cmds != nil {
@@ -506,4 +546,21 @@ func parseWrk(path string) e2e {
 		}
 	}
 	return r
+}
+
+// parseSeconds reads pprof's durations: "1.64s", "950ms", "0".
+func parseSeconds(s string) (float64, error) {
+	switch {
+	case s == "0":
+		return 0, nil
+	case strings.HasSuffix(s, "ms"):
+		v, err := strconv.ParseFloat(strings.TrimSuffix(s, "ms"), 64)
+		return v / 1e3, err
+	case strings.HasSuffix(s, "us"), strings.HasSuffix(s, "µs"):
+		v, err := strconv.ParseFloat(strings.TrimSuffix(strings.TrimSuffix(s, "us"), "µs"), 64)
+		return v / 1e6, err
+	case strings.HasSuffix(s, "s"):
+		return strconv.ParseFloat(strings.TrimSuffix(s, "s"), 64)
+	}
+	return 0, fmt.Errorf("bad duration %q", s)
 }

@@ -228,3 +228,48 @@ func TestHelloRefused(t *testing.T) {
 	require.Contains(t, err.Error(), "AGENT-DISCONNECT")
 	require.False(t, errors.Is(err, context.Canceled))
 }
+
+// TestLateAckIsNotASecondError: an agent that answers after -timeout costs
+// one timeout error per NOTIFY; its late ACK is counted apart.
+func TestLateAckIsNotASecondError(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	defer func() { _ = l.Close() }()
+	go func() {
+		nc, err := l.Accept()
+		if err != nil {
+			return
+		}
+		defer func() { _ = nc.Close() }()
+		br := bufio.NewReader(nc)
+		for {
+			var hdr [4]byte
+			if _, err := io.ReadFull(br, hdr[:]); err != nil {
+				return
+			}
+			ln, _ := codec.ParseLength(hdr[:], 1<<20)
+			b := make([]byte, ln)
+			if _, err := io.ReadFull(br, b); err != nil {
+				return
+			}
+			f, _ := codec.ParseFrame(b)
+			switch f.Type {
+			case codec.FrameHAProxyHello:
+				_, _ = nc.Write(codec.AppendAgentHello(nil, 16380, 0))
+			case codec.FrameNotify:
+				time.Sleep(120 * time.Millisecond) // past the 50 ms timeout
+				_, _ = nc.Write(codec.AppendAck(nil, f.StreamID, f.FrameID, nil))
+			default:
+				return
+			}
+		}
+	}()
+	cfg := baseConfig(l.Addr().String())
+	cfg.conns, cfg.expect, cfg.timeout = 1, nil, 50*time.Millisecond
+	res, _ := bench(context.Background(), cfg)
+	require.NotNil(t, res)
+	require.Equal(t, 1, res.Window, "no pipelining negotiated: one NOTIFY at a time")
+	require.Positive(t, res.ErrorsByKind["timeout"])
+	require.Positive(t, res.LateAcks)
+	require.Zero(t, res.ErrorsByKind["unknown_id"])
+}

@@ -79,10 +79,11 @@ type conn struct {
 
 	// mu guards slots and table: the writer takes slots, the reader frees
 	// them on ACK, the sweeper on timeout.
-	mu    sync.Mutex
-	slots []slot
-	table *pendingTable
-	free  chan int32 // free slot indexes; capacity pipeline, so never full
+	mu      sync.Mutex
+	slots   []slot
+	table   *pendingTable
+	expired expiredRing // stream-ids that timed out, for late ACKs
+	free    chan int32  // free slot indexes; capacity pipeline, so never full
 
 	// open loop: pace raises dueK (NOTIFYs 0 … dueK-1 are due) and kicks
 	dueK atomic.Int64
@@ -104,6 +105,7 @@ type conn struct {
 	// counters, read by the progress line
 	sent  atomic.Int64
 	done  atomic.Int64 // ACKs that matched, any phase
+	late  atomic.Int64 // ACKs for NOTIFYs that had already timed out
 	acked atomic.Int64 // good ACKs received in the measured window
 	errs  [numErrKinds]atomic.Int64
 	_     [64]byte
@@ -208,6 +210,7 @@ func start(ctx context.Context, cfg config) (*run, error) {
 		}
 		c.slots = make([]slot, c.pipeline)
 		c.table = newPendingTable(c.pipeline)
+		c.expired = newExpiredRing(4 * c.pipeline)
 		c.free = make(chan int32, c.pipeline)
 		for s := range c.pipeline {
 			c.free <- int32(s)
@@ -450,12 +453,20 @@ func (c *conn) onAck(r *run, f codec.Frame, now int64) {
 	c.mu.Lock()
 	i, kind := match(c.table, c.slots, f.StreamID, f.FrameID)
 	var s slot
-	if kind == errNone {
+	late := false
+	switch kind {
+	case errNone:
 		s = c.slots[i]
 		c.slots[i].busy = false
 		c.table.del(f.StreamID)
+	case errUnknownID:
+		late = c.expired.take(f.StreamID)
 	}
 	c.mu.Unlock()
+	if late {
+		c.late.Add(1)
+		return
+	}
 	if kind != errNone {
 		c.errs[kind].Add(1)
 		return
@@ -485,6 +496,7 @@ func (c *conn) expire(now int64, timeout time.Duration) int {
 		if s.busy && now-s.sent > int64(timeout) {
 			s.busy = false
 			c.table.del(s.sid)
+			c.expired.add(s.sid)
 			c.errs[errTimeout].Add(1)
 			c.free <- int32(i)
 		}

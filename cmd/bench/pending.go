@@ -106,11 +106,11 @@ type errKind int
 
 const (
 	errNone         errKind = iota
-	errUnknownID            // ACK for a stream-id not in flight (wrong, duplicate or late)
+	errUnknownID            // ACK for a stream-id not in flight (and not one that timed out)
 	errWrongFrameID         // ACK for a stream-id in flight, with another frame-id
 	errBadAck               // ACK payload that does not decode (strictly)
 	errMissingVar           // ACK without a set-var of an -expect-var variable
-	errTimeout              // NOTIFY not acknowledged within -timeout
+	errTimeout              // NOTIFY not acknowledged within -timeout (a later ACK for it is only counted as late)
 	errDisconnect           // AGENT-DISCONNECT during the run
 	errUnexpected           // a frame that is neither ACK nor AGENT-DISCONNECT, or not a frame
 	errIO                   // connection error before the end of the run
@@ -166,4 +166,34 @@ func match(t *pendingTable, slots []slot, sid, fid uint64) (int, errKind) {
 		return 0, errWrongFrameID
 	}
 	return i, errNone
+}
+
+// expiredRing remembers the stream-ids of the last NOTIFYs that timed out,
+// so that an ACK arriving for one of them afterwards is told apart from an
+// ACK with ids that were never sent: the timeout was already counted as an
+// error, the late ACK itself is not another one.
+type expiredRing struct {
+	sids []uint64
+	next int
+	n    int
+}
+
+func newExpiredRing(size int) expiredRing { return expiredRing{sids: make([]uint64, size)} }
+
+func (e *expiredRing) add(sid uint64) {
+	e.sids[e.next] = sid
+	e.next = (e.next + 1) % len(e.sids)
+	e.n = min(e.n+1, len(e.sids))
+}
+
+// take reports whether sid timed out recently, and forgets it.
+func (e *expiredRing) take(sid uint64) bool {
+	for i := range e.n {
+		j := (e.next - 1 - i + len(e.sids)) % len(e.sids)
+		if e.sids[j] == sid {
+			e.sids[j] = ^uint64(0) // cannot match again
+			return true
+		}
+	}
+	return false
 }

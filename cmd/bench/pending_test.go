@@ -119,3 +119,19 @@ func TestAckChecker(t *testing.T) {
 	none := ackChecker{}
 	require.Equal(t, errNone, none.check(nil), "without -expect-var an empty ACK is fine")
 }
+
+func TestExpiredRing(t *testing.T) {
+	e := newExpiredRing(3)
+	require.False(t, e.take(1))
+	e.add(1)
+	e.add(3)
+	require.True(t, e.take(1))
+	require.False(t, e.take(1), "a late ACK is recognised once")
+	e.add(5)
+	e.add(7)
+	e.add(9) // evicts 3
+	require.False(t, e.take(3))
+	require.True(t, e.take(9))
+	require.True(t, e.take(7))
+	require.True(t, e.take(5))
+}

@@ -39,6 +39,9 @@ type result struct {
 
 	Errors       int64            `json:"errors"`
 	ErrorsByKind map[string]int64 `json:"errors_by_kind,omitempty"`
+	// LateAcks answered NOTIFYs after they had timed out (each timeout is
+	// already an error; HAProxy ignores such ACKs).
+	LateAcks int64 `json:"late_acks,omitempty"`
 
 	Latency latency  `json:"latency"`
 	SendLag *latency `json:"send_lag,omitempty"` // open loop: how late the generator itself was
@@ -104,6 +107,7 @@ func (r *run) result(window time.Duration) *result {
 		lag.Merge(c.lag)
 		res.Notifies += c.acked.Load()
 		res.Sent += c.sent.Load()
+		res.LateAcks += c.late.Load()
 		for k := range c.errs {
 			if n := c.errs[k].Load(); n > 0 {
 				byKind[errKind(k).String()] += n
@@ -204,6 +208,9 @@ func (res *result) writeHuman(w io.Writer) {
 			}
 		}
 		p("  ERRORS: %d (%s)\n", res.Errors, strings.Join(parts, " "))
+	}
+	if res.LateAcks > 0 {
+		p("  late ACKs (after their NOTIFY timed out): %d\n", res.LateAcks)
 	}
 	p("  load generator CPU: %.2fs (%.0f%% of a core), %.3f s per million NOTIFY\n", res.Self.Seconds, res.Self.Percent, res.Self.PerMillionNotifyS)
 	if a := res.Agent; a != nil {
