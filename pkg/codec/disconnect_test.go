@@ -80,6 +80,8 @@ func TestDisconnectDecode(t *testing.T) {
 		{"status as INT64", []kvItem{status(codec.Int64(9))}, codec.Disconnect{Status: 9, HasStatus: true}, nil},
 		{"status as UINT64", []kvItem{status(codec.Uint64(10))}, codec.Disconnect{Status: 10, HasStatus: true}, nil},
 		{"message as BINARY", []kvItem{status(codec.Uint32(1)), {"message", codec.Binary([]byte("I/O error"))}}, codec.Disconnect{Status: 1, HasStatus: true, Message: []byte("I/O error")}, nil},
+		{"status 2^32-1", []kvItem{status(codec.Uint32(1<<32 - 1))}, codec.Disconnect{Status: 1<<32 - 1, HasStatus: true}, nil},
+		{"status UINT64 max saturates", []kvItem{status(codec.Uint64(1<<64 - 1))}, codec.Disconnect{Status: 1<<32 - 1, HasStatus: true}, nil},
 		{"status as STRING", []kvItem{status(codec.String("4"))}, codec.Disconnect{}, codec.ErrBadKVType},
 		{"message as INT32", []kvItem{status(codec.Uint32(4)), {"message", codec.Int32(4)}}, codec.Disconnect{}, codec.ErrBadKVType},
 	}
@@ -94,6 +96,7 @@ func TestDisconnectDecode(t *testing.T) {
 			}
 			require.NoError(t, err)
 			require.Equal(t, tc.want, d)
+			require.NotEmpty(t, d.Status.String(), "any status from the wire prints")
 		})
 	}
 	t.Run("unknown extra keys of every type", func(t *testing.T) {

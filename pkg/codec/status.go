@@ -50,7 +50,9 @@ var statusText = [...]string{
 // String returns HAProxy's text for the code ("normal", "frame is too big",
 // ...), "an unknown error occurred" for 99 and "status N" for other codes.
 func (s Status) String() string {
-	if int(s) < len(statusText) {
+	// Compared as Status: int(s) is negative for s >= 2^31 on 32-bit
+	// platforms, and s comes off the wire.
+	if s < Status(len(statusText)) {
 		return statusText[s]
 	}
 	if s == StatusUnknown {
