@@ -132,6 +132,8 @@ stop_agent() {
 # cpu_of PID: utime+stime in clock ticks.
 cpu_of() { awk '{ sub(/.*\) /, ""); print $12 + $13 }' "/proc/$1/stat"; }
 hwm_of() { awk '/^VmHWM:/ { print $2 }' "/proc/$1/status"; }
+# io_of PID: read and write system calls so far ("syscr syscw").
+io_of() { awk '/^syscr:/ { r = $2 } /^syscw:/ { w = $2 } END { print r, w }' "/proc/$1/io"; }
 
 # --- 1. direct -----------------------------------------------------------
 # name conns pipeline profile rate
@@ -234,12 +236,17 @@ if [[ "${BENCH_SKIP_E2E:-0}" != 1 ]]; then
 				record taskset -c "$LOAD_CPU" wrk -d"$DURATION" "${wrk_args[@]}"
 				note "HAProxy $version: taskset -c $LOAD_CPU haproxy -db -f $(basename "$cfg"); agent: $a"
 				c0=0
-				if [[ $a != none ]]; then c0=$(cpu_of "$agent_pid"); fi
+				if [[ $a != none ]]; then
+					c0=$(cpu_of "$agent_pid")
+					read -r r0 w0 <<<"$(io_of "$agent_pid")"
+				fi
 				f="$out/e2e/$version.$a.$rep"
 				taskset -c "$LOAD_CPU" wrk -d"$DURATION" "${wrk_args[@]}" >"$f.wrk" 2>&1 || log "  (wrk exited $?)"
 				if [[ $a != none ]]; then
 					c1=$(cpu_of "$agent_pid")
-					printf 'agent_cpu_ticks: %s\npeak_rss_kib: %s\n' "$((c1 - c0))" "$(hwm_of "$agent_pid")" >"$f.agent"
+					read -r r1 w1 <<<"$(io_of "$agent_pid")"
+					printf 'agent_cpu_ticks: %s\npeak_rss_kib: %s\nagent_reads: %s\nagent_writes: %s\n' \
+						"$((c1 - c0))" "$(hwm_of "$agent_pid")" "$((r1 - r0))" "$((w1 - w0))" >"$f.agent"
 				fi
 				kill -TERM "$haproxy_pid" 2>/dev/null || true
 				wait "$haproxy_pid" 2>/dev/null || true

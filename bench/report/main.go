@@ -50,6 +50,8 @@ type direct struct {
 		Percent    float64 `json:"cpu_percent"`
 		PerM       float64 `json:"cpu_s_per_million_notify"`
 		PeakRSSKiB int64   `json:"peak_rss_kib"`
+		Reads      float64 `json:"reads_per_notify"`
+		Writes     float64 `json:"writes_per_notify"`
 		Error      string  `json:"error"`
 	} `json:"agent"`
 }
@@ -64,6 +66,8 @@ type e2e struct {
 	sockErr  string
 	cpuTicks float64 // agent, -1 when none
 	rssKiB   float64
+	reads    float64 // agent system calls during the run
+	writes   float64
 }
 
 func main() {
@@ -165,7 +169,7 @@ func write(w *bytes.Buffer, dir, out string) error {
 	type key struct{ scen, agent string }
 	med := map[key]map[string]float64{}
 	p("## Direct: cmd/bench playing HAProxy\n\n")
-	p("Each agent runs alone on CPU 1 (`taskset -c 1`), cmd/bench on CPU 0, both restarted per run; runs are interleaved (A B C D A B C D …). Ids as HAProxy 3.2 assigns them, capabilities offered `pipelining`, max-frame-size 16380, every ACK checked for the NOTIFY's ids and a set-var of `score` and `ok`. Agent CPU is utime+stime from /proc over the measured window; RSS is VmHWM at the end of the run. \"window\" is the effective number in flight per connection: an agent that does not negotiate pipelining gets one NOTIFY at a time per connection, as HAProxy would give it. \"errors\" sums, over the repetitions, every ACK that did not match a NOTIFY in flight or lacked a variable, and every NOTIFY unanswered within 1 s (an ACK arriving after that is not counted twice). \"bench CPU %%\" is cmd/bench's own CPU (getrusage) over the window, to show it was not the bottleneck; in open loop it includes the pacer's one nanosleep(2) per NOTIFY.\n\n")
+	p("Each agent runs alone on CPU 1 (`taskset -c 1`), cmd/bench on CPU 0, both restarted per run; runs are interleaved (A B C D A B C D …). Ids as HAProxy 3.2 assigns them, capabilities offered `pipelining`, max-frame-size 16380, every ACK checked for the NOTIFY's ids and a set-var of `score` and `ok`. Agent CPU is utime+stime from /proc over the measured window, and its system calls syscr/syscw from /proc/<pid>/io (how well it batches); RSS is VmHWM at the end of the run. \"window\" is the effective number in flight per connection: an agent that does not negotiate pipelining gets one NOTIFY at a time per connection, as HAProxy would give it. \"errors\" sums, over the repetitions, every ACK that did not match a NOTIFY in flight or lacked a variable, and every NOTIFY unanswered within 1 s (an ACK arriving after that is not counted twice). \"bench CPU %%\" is cmd/bench's own CPU (getrusage) over the window, to show it was not the bottleneck; in open loop it includes the pacer's one nanosleep(2) per NOTIFY.\n\n")
 	for _, scen := range scenarioOrder {
 		byAgent := runs[scen]
 		if byAgent == nil {
@@ -183,8 +187,8 @@ func write(w *bytes.Buffer, dir, out string) error {
 			desc = fmt.Sprintf("%d conns × %d pipeline, open loop at %.0f NOTIFY/s (latency from intended send times), profile %s", first.Conns, first.Pipeline, first.Rate, first.Profile)
 		}
 		p("### %s — %s\n\n", scen, desc)
-		p("| agent | window | NOTIFY/s [min–max] | p50 µs | p90 µs | p99 µs | p99.9 µs | max µs | agent CPU s / M NOTIFY | agent CPU %% | peak RSS MiB | errors | bench CPU %% |\n")
-		p("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n")
+		p("| agent | window | NOTIFY/s [min–max] | p50 µs | p90 µs | p99 µs | p99.9 µs | max µs | agent CPU s / M NOTIFY | agent CPU %% | agent read / write syscalls per NOTIFY | peak RSS MiB | errors | bench CPU %% |\n")
+		p("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n")
 		for _, a := range agents {
 			ds := byAgent[a]
 			if len(ds) == 0 {
@@ -229,6 +233,8 @@ func write(w *bytes.Buffer, dir, out string) error {
 			m["perM"] = median(agentCol(func(d direct) float64 { return d.Agent.PerM }))
 			m["cpu"] = median(agentCol(func(d direct) float64 { return d.Agent.Percent }))
 			m["rss"] = median(agentCol(func(d direct) float64 { return float64(d.Agent.PeakRSSKiB) / 1024 }))
+			m["rd"] = median(agentCol(func(d direct) float64 { return d.Agent.Reads }))
+			m["wr"] = median(agentCol(func(d direct) float64 { return d.Agent.Writes }))
 			med[key{scen, a}] = m
 			lo, hi := minmax(col(func(d direct) float64 { return d.NotifyPerSec }))
 			window := ""
@@ -246,8 +252,8 @@ func write(w *bytes.Buffer, dir, out string) error {
 			if a == "spoeforge" {
 				name = "**spoeforge**"
 			}
-			p("| %s | %s | %.0f [%.0f–%.0f] | %.0f | %.0f | %.0f | %.0f | %.0f | %.2f | %.0f | %.1f | %s | %.0f |\n",
-				name, window, m["rps"], lo, hi, m["p50"], m["p90"], m["p99"], m["p999"], m["max"], m["perM"], m["cpu"], m["rss"], errCell, m["self"])
+			p("| %s | %s | %.0f [%.0f–%.0f] | %.0f | %.0f | %.0f | %.0f | %.0f | %.2f | %.0f | %.3f / %.3f | %.1f | %s | %.0f |\n",
+				name, window, m["rps"], lo, hi, m["p50"], m["p90"], m["p99"], m["p999"], m["max"], m["perM"], m["cpu"], m["rd"], m["wr"], m["rss"], errCell, m["self"])
 		}
 		p("\n")
 	}
@@ -272,6 +278,10 @@ func write(w *bytes.Buffer, dir, out string) error {
 				r.cpuTicks = x
 			case "peak_rss_kib":
 				r.rssKiB = x
+			case "agent_reads":
+				r.reads = x
+			case "agent_writes":
+				r.writes = x
 			}
 		}
 		if e2eRuns[version] == nil {
@@ -290,8 +300,8 @@ func write(w *bytes.Buffer, dir, out string) error {
 		sort.Strings(versions)
 		for _, v := range versions {
 			p("### HAProxy %s\n\n", v)
-			p("| agent | requests/s [min–max] | %% of no-SPOE ceiling | p50 ms | p90 ms | p99 ms | agent CPU s / M requests | peak RSS MiB | non-2xx | socket errors |\n")
-			p("|---|---:|---:|---:|---:|---:|---:|---:|---:|---|\n")
+			p("| agent | requests/s [min–max] | %% of no-SPOE ceiling | p50 ms | p90 ms | p99 ms | agent CPU s / M requests | agent read / write syscalls per request | peak RSS MiB | non-2xx | socket errors |\n")
+			p("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|\n")
 			ceiling := 0.0
 			for _, a := range append([]string{"none"}, agents...) {
 				rs := e2eRuns[v][a]
@@ -311,6 +321,8 @@ func write(w *bytes.Buffer, dir, out string) error {
 					"p90": median(col(func(e e2e) float64 { return e.p90 })),
 					"p99": median(col(func(e e2e) float64 { return e.p99 })),
 					"rss": median(col(func(e e2e) float64 { return e.rssKiB / 1024 })),
+					"rd":  median(col(func(e e2e) float64 { return div(e.reads, e.requests) })),
+					"wr":  median(col(func(e e2e) float64 { return div(e.writes, e.requests) })),
 				}
 				var non2xx float64
 				var perM []float64
@@ -330,13 +342,14 @@ func write(w *bytes.Buffer, dir, out string) error {
 					ceiling = m["rps"]
 				}
 				lo, hi := minmax(col(func(e e2e) float64 { return e.rps }))
-				pct, cpuCell, rssCell := "", "–", "–"
+				pct, cpuCell, rssCell, ioCell := "", "–", "–", "–"
 				if ceiling > 0 {
 					pct = fmt.Sprintf("%.0f%%", 100*m["rps"]/ceiling)
 				}
 				if a != "none" {
 					cpuCell = fmt.Sprintf("%.2f", m["perM"])
 					rssCell = fmt.Sprintf("%.1f", m["rss"])
+					ioCell = fmt.Sprintf("%.3f / %.3f", m["rd"], m["wr"])
 				}
 				name := a
 				switch a {
@@ -345,8 +358,8 @@ func write(w *bytes.Buffer, dir, out string) error {
 				case "spoeforge":
 					name = "**spoeforge**"
 				}
-				p("| %s | %.0f [%.0f–%.0f] | %s | %.2f | %.2f | %.2f | %s | %s | %.0f | %s |\n",
-					name, m["rps"], lo, hi, pct, m["p50"], m["p90"], m["p99"], cpuCell, rssCell, non2xx, sock)
+				p("| %s | %.0f [%.0f–%.0f] | %s | %.2f | %.2f | %.2f | %s | %s | %s | %.0f | %s |\n",
+					name, m["rps"], lo, hi, pct, m["p50"], m["p90"], m["p99"], cpuCell, ioCell, rssCell, non2xx, sock)
 			}
 			p("\n")
 		}
@@ -563,4 +576,11 @@ func parseSeconds(s string) (float64, error) {
 		return strconv.ParseFloat(strings.TrimSuffix(s, "s"), 64)
 	}
 	return 0, fmt.Errorf("bad duration %q", s)
+}
+
+func div(a, b float64) float64 {
+	if b == 0 {
+		return 0
+	}
+	return a / b
 }

@@ -70,8 +70,12 @@ type cpu struct {
 type agentUse struct {
 	PID int `json:"pid"`
 	cpu
-	PeakRSSKiB int64  `json:"peak_rss_kib,omitempty"`
-	Error      string `json:"error,omitempty"`
+	PeakRSSKiB int64 `json:"peak_rss_kib,omitempty"`
+	// ReadsPerNotify and WritesPerNotify are the agent's read and write
+	// system calls per NOTIFY over the window: how well it batches.
+	ReadsPerNotify  float64 `json:"reads_per_notify,omitempty"`
+	WritesPerNotify float64 `json:"writes_per_notify,omitempty"`
+	Error           string  `json:"error,omitempty"`
 }
 
 func summarize(h *hdrhistogram.Histogram) latency {
@@ -161,6 +165,10 @@ func (r *run) result(window time.Duration) *result {
 				a.Percent = 100 * a.Seconds / span
 			}
 			a.PerMillionNotifyS = perM(a.Seconds)
+			if r.s0.agentReads >= 0 && r.s1.agentReads >= 0 {
+				a.ReadsPerNotify = perM(float64(r.s1.agentReads-r.s0.agentReads)) / 1e6
+				a.WritesPerNotify = perM(float64(r.s1.agentWrites-r.s0.agentWrites)) / 1e6
+			}
 		}
 		if hwm, err := procHWM(cfg.agentPID); err == nil {
 			a.PeakRSSKiB = hwm
@@ -218,6 +226,7 @@ func (res *result) writeHuman(w io.Writer) {
 			p("  agent (pid %d): %s\n", a.PID, a.Error)
 		} else {
 			p("  agent (pid %d) CPU: %.2fs (%.0f%% of a core), %.3f s per million NOTIFY, peak RSS %d KiB\n", a.PID, a.Seconds, a.Percent, a.PerMillionNotifyS, a.PeakRSSKiB)
+			p("  agent system calls per NOTIFY: %.3f read, %.3f write\n", a.ReadsPerNotify, a.WritesPerNotify)
 		}
 	}
 }

@@ -15,12 +15,16 @@ type usage struct {
 	self     float64
 	agent    float64
 	agentErr error
+	// the agent's read and write system calls so far (/proc/<pid>/io);
+	// -1 when unreadable
+	agentReads, agentWrites int64
 }
 
 func (r *run) sample(at int64) usage {
 	u := usage{at: at, self: selfCPU()}
 	if r.cfg.agentPID > 0 {
 		u.agent, u.agentErr = procCPU(r.cfg.agentPID)
+		u.agentReads, u.agentWrites = procSyscalls(r.cfg.agentPID)
 	}
 	return u
 }
@@ -79,4 +83,31 @@ func procHWM(pid int) (int64, error) {
 		}
 	}
 	return 0, fmt.Errorf("/proc/%d/status: no VmHWM", pid)
+}
+
+// procSyscalls returns the read and write system calls a process made so
+// far (syscr and syscw of /proc/<pid>/io), or -1, -1 if they cannot be read.
+func procSyscalls(pid int) (reads, writes int64) {
+	reads, writes = -1, -1
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/io", pid))
+	if err != nil {
+		return
+	}
+	for _, line := range bytes.Split(b, []byte("\n")) {
+		k, v, ok := bytes.Cut(line, []byte(": "))
+		if !ok {
+			continue
+		}
+		n, err := strconv.ParseInt(string(bytes.TrimSpace(v)), 10, 64)
+		if err != nil {
+			continue
+		}
+		switch string(k) {
+		case "syscr":
+			reads = n
+		case "syscw":
+			writes = n
+		}
+	}
+	return
 }
