@@ -31,6 +31,7 @@ type Agent struct {
 	log      *zap.Logger
 	handlers map[string]Handler
 	fallback Handler
+	use      []Middleware
 
 	once    sync.Once
 	disp    *dispatch.Dispatcher
@@ -60,15 +61,24 @@ func New(opts ...Option) *Agent {
 }
 
 // Message registers the handler of the SPOE message name (as named by a
-// spoe-message section). Registering a name again replaces its handler.
-func (a *Agent) Message(name string, h HandlerFunc) { a.Handle(name, h) }
+// spoe-message section), wrapped in mw (mw[0] outermost), inside the
+// agent-wide middleware of Use. Registering a name again replaces its
+// handler.
+func (a *Agent) Message(name string, h HandlerFunc, mw ...Middleware) { a.Handle(name, h, mw...) }
 
 // Handle is Message for a Handler.
-func (a *Agent) Handle(name string, h Handler) { a.handlers[name] = h }
+func (a *Agent) Handle(name string, h Handler, mw ...Middleware) {
+	a.handlers[name] = dispatch.Chain(h, mw...)
+}
 
 // Fallback registers the handler of messages that have none. Without one
 // they are ignored, and their NOTIFY is still acknowledged.
-func (a *Agent) Fallback(h HandlerFunc) { a.fallback = h }
+func (a *Agent) Fallback(h HandlerFunc, mw ...Middleware) { a.fallback = dispatch.Chain(h, mw...) }
+
+// Use adds middleware that wraps every handler, outside the per-message
+// middleware; the first added is the outermost. Middleware is composed once,
+// when the agent starts serving: call Use before Serve.
+func (a *Agent) Use(mw ...Middleware) { a.use = append(a.use, mw...) }
 
 func (a *Agent) init() error {
 	a.once.Do(func() {
@@ -94,12 +104,16 @@ func (a *Agent) init() error {
 		}
 		handlers := make(map[string]dispatch.Handler, len(a.handlers))
 		for k, v := range a.handlers {
-			handlers[k] = v
+			handlers[k] = dispatch.Chain(v, a.use...)
+		}
+		var fallback Handler
+		if a.fallback != nil {
+			fallback = dispatch.Chain(a.fallback, a.use...)
 		}
 		wbufs := new(bytebufferpool.Pool)
 		a.disp, a.initErr = dispatch.New(dispatch.Config{
 			Handlers:       handlers,
-			Fallback:       a.fallback,
+			Fallback:       fallback,
 			Workers:        or(c.workers, DefaultWorkers),
 			Timeout:        orDur(c.timeout, DefaultTimeout),
 			MaxMessageSize: or(c.maxMessageSize, DefaultMaxMessageSize),

@@ -18,6 +18,12 @@ type Handler = dispatch.Handler
 // HandlerFunc adapts a function to Handler.
 type HandlerFunc = dispatch.HandlerFunc
 
+// Middleware wraps a Handler; see Agent.Use and package middleware.
+type Middleware = dispatch.Middleware
+
+// PanicError is the error a recovered handler panic becomes.
+type PanicError = dispatch.PanicError
+
 // Value is one typed SPOP value: an argument, or a variable to set.
 type Value = codec.Value
 

@@ -19,6 +19,37 @@ type Actions struct {
 	buf []byte // the ACK frame being built; actions start at base
 	err error
 	n   int
+	// errVars are set to the error code if the current message fails
+	// (SetErrorVar); cleared after each message.
+	errVars  [4]Var
+	nErrVars int
+}
+
+// SetErrorVar names a variable that the agent sets, as an integer, to the
+// error code (ErrCode*) if the handling of the current message fails; it is
+// set even when the handler's own actions are dropped (after a panic or a
+// missed deadline). Middleware uses it (package middleware's ErrorVar); up to
+// four per message.
+func (a *Actions) SetErrorVar(scope Scope, name string) {
+	if a.nErrVars < len(a.errVars) {
+		a.errVars[a.nErrVars] = Var{Scope: scope, Name: name}
+		a.nErrVars++
+	}
+}
+
+// failed sets the variables named by SetErrorVar to code, and forgets them.
+func (a *Actions) failed(code int) {
+	for i := range a.nErrVars {
+		a.SetInt(a.errVars[i].Scope, a.errVars[i].Name, int64(code))
+		a.errVars[i] = Var{}
+	}
+	a.nErrVars = 0
+}
+
+// forgetErrorVars drops the variables named by SetErrorVar.
+func (a *Actions) forgetErrorVars() {
+	clear(a.errVars[:a.nErrVars])
+	a.nErrVars = 0
 }
 
 // NewActions returns an empty, standalone Actions, for tests and tools that
@@ -83,4 +114,5 @@ func (a *Actions) Bytes() []byte { return a.buf }
 // reset starts a new ACK for (sid, fid) in buf.
 func (a *Actions) reset(buf []byte) {
 	a.buf, a.err, a.n = buf, nil, 0
+	a.forgetErrorVars()
 }

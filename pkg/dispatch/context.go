@@ -30,7 +30,54 @@ func (c *taskCtx) start(parent context.Context, deadline time.Time) {
 }
 
 // Deadline implements context.Context.
-func (c *taskCtx) Deadline() (time.Time, bool) { return c.deadline, true }
+func (c *taskCtx) Deadline() (time.Time, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.deadline, true
+}
+
+// getDeadline returns the current deadline.
+func (c *taskCtx) getDeadline() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.deadline
+}
+
+// setDeadline moves the deadline, re-arming the Done timer if there is one
+// and it has not fired.
+func (c *taskCtx) setDeadline(t time.Time) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.deadline = t
+	if c.timer != nil && c.err == nil {
+		c.timer.Reset(time.Until(t))
+	}
+}
+
+// ShortenDeadline brings the deadline of a handler's context forward to
+// now+d, if that is earlier, and returns the deadline to give back to
+// RestoreDeadline once the inner handler has returned. It changes the context
+// in place, allocating nothing; it works only on the contexts the dispatcher
+// gives handlers (ok is false for any other).
+func ShortenDeadline(ctx context.Context, d time.Duration) (old time.Time, ok bool) {
+	c, ok := ctx.(*taskCtx)
+	if !ok {
+		return time.Time{}, false
+	}
+	old = c.getDeadline()
+	if t := time.Now().Add(d); t.Before(old) {
+		c.setDeadline(t)
+	}
+	return old, true
+}
+
+// RestoreDeadline gives a handler's context back the deadline that
+// ShortenDeadline returned.
+func RestoreDeadline(ctx context.Context, old time.Time) {
+	if c, ok := ctx.(*taskCtx); ok {
+		c.setDeadline(old)
+	}
+}
 
 // Value implements context.Context.
 func (c *taskCtx) Value(key any) any { return c.parent.Value(key) }
@@ -47,7 +94,7 @@ func (c *taskCtx) Err() error {
 	if c.parent.Err() != nil {
 		return context.Canceled
 	}
-	if !time.Now().Before(c.deadline) {
+	if !time.Now().Before(c.getDeadline()) {
 		return context.DeadlineExceeded
 	}
 	return nil

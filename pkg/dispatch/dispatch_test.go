@@ -273,12 +273,22 @@ func TestAsyncForward(t *testing.T) {
 	in1 := make(chan *pipeline.Batch, 1)
 	done1 := make(chan struct{})
 	go func() { d.Serve(c1, in1); close(done1) }()
+	// Both connections must be registered with their engine first.
+	require.Eventually(t, func() bool {
+		d.mu.Lock()
+		defer d.mu.Unlock()
+		return len(d.engines["e1"]) == 2
+	}, 5*time.Second, time.Millisecond)
 	in1 <- f.batch(spoptest.NotifyFrame(5, 6, spoptest.Msg{Name: "m"}))
 	close(in1)
 	c1.dead.Store(true)
 	c1.cancel()
 	close(release)
-	<-c2.got
+	select {
+	case <-c2.got:
+	case <-time.After(5 * time.Second):
+		t.Fatal("the ACK was not forwarded to the sibling connection")
+	}
 	<-done1
 	close(in2)
 	<-done2

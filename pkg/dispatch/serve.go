@@ -251,8 +251,14 @@ func (d *Dispatcher) run(t *task) {
 			continue
 		}
 		t.msg.name, t.msg.m = name, m
-		if c := d.call(t, h); c != 0 && code == 0 {
-			code = c
+		c := d.call(t, h)
+		if c != 0 {
+			t.acts.failed(c)
+			if code == 0 {
+				code = c
+			}
+		} else {
+			t.acts.forgetErrorVars()
 		}
 	}
 	if err := t.acts.err; err != nil && code == 0 {
@@ -296,6 +302,16 @@ func (d *Dispatcher) route(name []byte) (Handler, string) {
 	return d.cfg.Fallback, ""
 }
 
+// asPanic returns err's *PanicError, if any. (A function of its own: the
+// pointer errors.As fills escapes, and must only be allocated on failure.)
+func asPanic(err error) *PanicError {
+	var pe *PanicError
+	if errors.As(err, &pe) {
+		return pe
+	}
+	return nil
+}
+
 // call runs one handler, turning a panic, an error or a missed deadline
 // into an ErrCode. A handler that panicked or missed its deadline loses the
 // actions it added: they are stale, and on HAProxy 2.6/3.0 a frame-id can be
@@ -311,10 +327,18 @@ func (d *Dispatcher) call(t *task, h Handler) (code int) {
 		}
 	}()
 	err := h.HandleMessage(&t.ctx, &t.msg, &t.acts)
-	late := !time.Now().Before(t.ctx.deadline)
-	switch {
-	case err == nil && !late:
+	late := !time.Now().Before(t.ctx.getDeadline())
+	if err == nil && !late {
 		return 0
+	}
+	pe := asPanic(err)
+	switch {
+	case pe != nil:
+		// A Recover middleware caught the panic and made it an error.
+		t.acts.buf, t.acts.n = t.acts.buf[:mark], n
+		d.log.Error("handler panicked", zap.String("message", t.msg.Name()),
+			zap.Any("panic", pe.Value), zap.ByteString("stack", pe.Stack))
+		code = ErrCodePanic
 	case late || errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled):
 		t.acts.buf, t.acts.n = t.acts.buf[:mark], n
 		code = ErrCodeTimeout

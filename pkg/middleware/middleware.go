@@ -1,0 +1,126 @@
+// Package middleware holds the handler middleware most agents want:
+// Recover, Timeout, AccessLog and ErrorVar. Register them with Agent.Use
+// (for every message) or at Agent.Message (for one). Each is composed once,
+// when the agent starts, and allocates nothing per message.
+package middleware
+
+import (
+	"context"
+	"runtime/debug"
+	"sync/atomic"
+	"time"
+
+	"github.com/spoe-forge/spoe-forge/pkg/agent"
+	"github.com/spoe-forge/spoe-forge/pkg/dispatch"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+)
+
+// Recover turns a panic of the handlers it wraps into an *agent.PanicError,
+// which the agent reports like a panic (error code 2, actions dropped). The
+// agent recovers panics by itself; use Recover to recover inside other
+// middleware, so that they see the panic as an error (AccessLog, ErrorVar).
+func Recover() agent.Middleware {
+	return func(next agent.Handler) agent.Handler {
+		return agent.HandlerFunc(func(ctx context.Context, m *agent.Message, a *agent.Actions) (err error) {
+			defer func() {
+				if p := recover(); p != nil {
+					err = &agent.PanicError{Value: p, Stack: debug.Stack()}
+				}
+			}()
+			return next.HandleMessage(ctx, m, a)
+		})
+	}
+}
+
+// Timeout gives the handlers it wraps a deadline d from the start of the
+// message, if that is earlier than the NOTIFY's own (agent.WithTimeout). A
+// handler that returns after it gets context.DeadlineExceeded, which the
+// agent reports as error code 3. The context is changed in place: nothing is
+// allocated.
+func Timeout(d time.Duration) agent.Middleware {
+	return func(next agent.Handler) agent.Handler {
+		return agent.HandlerFunc(func(ctx context.Context, m *agent.Message, a *agent.Actions) error {
+			old, ok := dispatch.ShortenDeadline(ctx, d)
+			if !ok {
+				// Not an agent's context (a test calling the handler directly).
+				var cancel context.CancelFunc
+				ctx, cancel = context.WithTimeout(ctx, d)
+				defer cancel()
+			} else {
+				defer dispatch.RestoreDeadline(ctx, old)
+			}
+			start := time.Now()
+			err := next.HandleMessage(ctx, m, a)
+			if err == nil && time.Since(start) >= d {
+				err = context.DeadlineExceeded
+			}
+			return err
+		})
+	}
+}
+
+// AccessLogOption configures AccessLog.
+type AccessLogOption func(*accessLog)
+
+type accessLog struct {
+	level zapcore.Level
+	every uint64
+}
+
+// Level sets the level of successful messages (default Info); failures are
+// logged at Warn.
+func Level(l zapcore.Level) AccessLogOption { return func(o *accessLog) { o.level = l } }
+
+// Every logs one successful message in n (default 1: all). Failures are
+// always logged.
+func Every(n int) AccessLogOption {
+	return func(o *accessLog) {
+		if n > 0 {
+			o.every = uint64(n)
+		}
+	}
+}
+
+// AccessLog logs each message: its name, how long the handler took, its
+// stream and frame ids, and its error. The level is checked before any field
+// is built, successes can be sampled, and nothing is formatted on the hot
+// path.
+func AccessLog(log *zap.Logger, opts ...AccessLogOption) agent.Middleware {
+	o := accessLog{level: zapcore.InfoLevel, every: 1}
+	for _, f := range opts {
+		f(&o)
+	}
+	var n atomic.Uint64
+	return func(next agent.Handler) agent.Handler {
+		return agent.HandlerFunc(func(ctx context.Context, m *agent.Message, a *agent.Actions) error {
+			start := time.Now()
+			err := next.HandleMessage(ctx, m, a)
+			lvl := o.level
+			if err != nil {
+				lvl = zapcore.WarnLevel
+			} else if o.every > 1 && n.Add(1)%o.every != 0 {
+				return nil
+			}
+			if ce := log.Check(lvl, "spoe message"); ce != nil {
+				ce.Write(zap.String("message", m.Name()), zap.Duration("took", time.Since(start)),
+					zap.Uint64("stream_id", m.StreamID()), zap.Uint64("frame_id", m.FrameID()),
+					zap.Int("actions", a.Len()), zap.Error(err))
+			}
+			return err
+		})
+	}
+}
+
+// ErrorVar sets the variable scope.name to the agent's error code (1
+// error, 2 panic, 3 missed deadline) when the handlers it wraps fail, as
+// agent.WithErrorVar does for every message. The variable is set even when
+// the handler's own actions are dropped.
+func ErrorVar(scope agent.Scope, name string) agent.Middleware {
+	return func(next agent.Handler) agent.Handler {
+		return agent.HandlerFunc(func(ctx context.Context, m *agent.Message, a *agent.Actions) error {
+			a.SetErrorVar(scope, name)
+			return next.HandleMessage(ctx, m, a)
+		})
+	}
+}
