@@ -9,6 +9,7 @@ import (
 	"os/signal"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -34,6 +35,7 @@ type Agent struct {
 	use      []Middleware
 
 	once    sync.Once
+	ready   atomic.Bool // set once init has run; orders reads of disp
 	disp    *dispatch.Dispatcher
 	initErr error
 	connCfg conn.Config
@@ -121,6 +123,7 @@ func (a *Agent) init() error {
 			Async:          c.async,
 			Base:           base,
 			Logger:         a.log,
+			Observer:       c.observer,
 			Buffers:        new(bytebufferpool.Pool),
 		})
 		a.connCfg = conn.Config{
@@ -133,9 +136,11 @@ func (a *Agent) init() error {
 			Closing:      a.forget,
 			Rescue:       func(c *conn.Conn, frame []byte) { a.disp.Rescue(c, frame) },
 			Logger:       a.log,
+			Observer:     c.observer,
 			ReadBuffers:  new(bufpool.Pool),
 			WriteBuffers: wbufs,
 		}
+		a.ready.Store(true)
 	})
 	return a.initErr
 }
@@ -302,6 +307,28 @@ func (a *Agent) Connections() int {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	return len(a.conns)
+}
+
+// InFlight returns the NOTIFYs received and not yet answered, over all
+// connections. It takes a lock per connection: call it to sample, as a
+// metrics scrape does, not per NOTIFY.
+func (a *Agent) InFlight() int {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	n := 0
+	for c := range a.conns {
+		n += c.InFlight()
+	}
+	return n
+}
+
+// Workers returns how many pool workers are running a handler and how many
+// NOTIFYs wait for one.
+func (a *Agent) Workers() (running, waiting int) {
+	if !a.ready.Load() || a.disp == nil {
+		return 0, 0 // not serving yet
+	}
+	return a.disp.Running(), a.disp.Waiting()
 }
 
 // Shutdown stops the agent gracefully: it stops accepting, lets every

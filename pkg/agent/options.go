@@ -5,6 +5,7 @@ import (
 	"time"
 
 	"github.com/spoe-forge/spoe-forge/pkg/codec"
+	"github.com/spoe-forge/spoe-forge/pkg/observe"
 	"go.uber.org/zap"
 )
 
@@ -28,6 +29,7 @@ type config struct {
 	noPipelining    bool
 	noFragmentation bool
 	base            context.Context
+	observer        observe.Observer
 }
 
 // Defaults.
@@ -125,6 +127,10 @@ func WithPipelining(on bool) Option { return func(c *config) { c.noPipelining = 
 // default): HAProxy 2.6/3.0 then split events larger than the frame size
 // instead of failing them (with a reconnect storm). HAProxy 3.1+ ignores it.
 func WithFragmentation(on bool) Option { return func(c *config) { c.noFragmentation = !on } }
+
+// WithObserver reports the agent's events (connections, frames, messages,
+// DISCONNECTs) to o; package metrics provides a Prometheus Observer.
+func WithObserver(o observe.Observer) Option { return func(c *config) { c.observer = o } }
 
 // WithBaseContext sets the context handlers' contexts derive their values
 // from; cancelling it cancels every handler.

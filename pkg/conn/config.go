@@ -6,6 +6,7 @@ import (
 	"github.com/spoe-forge/spoe-forge/internal/bufpool"
 	"github.com/spoe-forge/spoe-forge/internal/pipeline"
 	"github.com/spoe-forge/spoe-forge/pkg/codec"
+	"github.com/spoe-forge/spoe-forge/pkg/observe"
 	"github.com/valyala/bytebufferpool"
 	"go.uber.org/zap"
 )
@@ -54,6 +55,8 @@ type Config struct {
 	// Closing, if set, is called once per connection when it stops
 	// exchanging frames, before it waits for its remaining handlers.
 	Closing func(*Conn)
+	// Observer receives the connection's events; nil means none.
+	Observer observe.Observer
 	// ReadBuffers and WriteBuffers are the pools of the reader and the
 	// writer; nil means private pools.
 	ReadBuffers  *bufpool.Pool
@@ -80,6 +83,9 @@ func (c *Config) withDefaults() *Config {
 	}
 	if d.Logger == nil {
 		d.Logger = zap.NewNop()
+	}
+	if d.Observer == nil {
+		d.Observer = observe.Nop{}
 	}
 	if d.ReadBuffers == nil {
 		d.ReadBuffers = new(bufpool.Pool)

@@ -14,6 +14,7 @@ import (
 
 	"github.com/spoe-forge/spoe-forge/internal/pipeline"
 	"github.com/spoe-forge/spoe-forge/pkg/codec"
+	"github.com/spoe-forge/spoe-forge/pkg/observe"
 	"go.uber.org/zap"
 )
 
@@ -76,7 +77,7 @@ func New(nc net.Conn, cfg *Config, d Dispatcher) *Conn {
 		d:          d,
 		rx:         make(chan *pipeline.Batch, rxQueue),
 		stopRead:   make(chan struct{}),
-		out:        newOutbox(cfg.WriteBuffers),
+		out:        newOutbox(cfg.WriteBuffers, cfg.Observer),
 		writerDone: make(chan struct{}),
 		drain:      make(chan struct{}),
 		failed:     make(chan struct{}),
@@ -130,6 +131,7 @@ func (c *Conn) InFlight() int { return c.gate.inFlight() }
 // socket is closed and every goroutine started for it has exited when Serve
 // returns.
 func (c *Conn) Serve() error {
+	c.cfg.Observer.ConnOpened()
 	_ = c.nc.SetReadDeadline(time.Now().Add(c.cfg.HelloTimeout))
 	var readerDone sync.WaitGroup
 	readerDone.Add(1)
@@ -151,7 +153,8 @@ func (c *Conn) Serve() error {
 
 	err := c.decodeLoop(dispatchIn, startDispatcher)
 
-	var last []byte
+	var last []byte // the AGENT-DISCONNECT to send, if any
+	sent := codec.StatusNormal
 	switch {
 	case errors.Is(err, ErrDrained):
 		// Graceful: answer what was accepted, then say goodbye.
@@ -167,8 +170,11 @@ func (c *Conn) Serve() error {
 	case err == nil || errors.Is(err, io.EOF) || isReset(err) || errors.Is(err, net.ErrClosed):
 		// The peer is gone: nothing can be said.
 	default:
-		st := codec.StatusOf(err)
-		last = codec.AppendDisconnect(nil, codec.FrameAgentDisconnect, st, reasonOf(err, st))
+		sent = codec.StatusOf(err)
+		last = codec.AppendDisconnect(nil, codec.FrameAgentDisconnect, sent, reasonOf(err, sent))
+	}
+	if last != nil {
+		c.cfg.Observer.DisconnectSent(sent)
 	}
 	if !errors.Is(err, ErrDrained) {
 		c.cancel(err)
@@ -195,7 +201,26 @@ func (c *Conn) Serve() error {
 		<-dispatcherDone
 	}
 	c.logEnd(err)
+	c.cfg.Observer.ConnClosed(endOf(err), sent)
 	return err
+}
+
+// endOf classifies why a connection ended, for the Observer.
+func endOf(err error) observe.End {
+	var e *codec.Error
+	switch {
+	case errors.Is(err, ErrHealthcheck):
+		return observe.EndHealthcheck
+	case errors.Is(err, ErrDrained):
+		return observe.EndShutdown
+	case errors.Is(err, ErrPeerDisconnect):
+		return observe.EndPeerDisconnect
+	case err == nil || errors.Is(err, io.EOF) || isReset(err) || errors.Is(err, net.ErrClosed):
+		return observe.EndNormal
+	case errors.As(err, &e):
+		return observe.EndProtocolError
+	}
+	return observe.EndIOError
 }
 
 func (c *Conn) logEnd(err error) {

@@ -57,6 +57,7 @@ func (c *Conn) decodeLoop(out chan<- *pipeline.Batch, startDispatcher func()) er
 				c.putBatch(b)
 				return err
 			}
+			c.cfg.Observer.FrameIn(f.Type, len(raw))
 			if !hello {
 				if f.Type != codec.FrameHAProxyHello {
 					c.putBatch(b)
@@ -90,7 +91,10 @@ func (c *Conn) decodeLoop(out chan<- *pipeline.Batch, startDispatcher func()) er
 				var d codec.Disconnect
 				if err := d.Decode(f.Payload); err != nil {
 					c.log.Debug("malformed HAPROXY-DISCONNECT", zap.String("remote", c.sess.Remote), zap.Error(err))
-				} else if ce := c.log.Check(zap.DebugLevel, "HAPROXY-DISCONNECT received"); ce != nil {
+				} else {
+					c.cfg.Observer.DisconnectReceived(d.Status)
+				}
+				if ce := c.log.Check(zap.DebugLevel, "HAPROXY-DISCONNECT received"); ce != nil {
 					ce.Write(zap.String("remote", c.sess.Remote), zap.Uint32("status", uint32(d.Status)), zap.ByteString("message", d.Message))
 				}
 				c.putBatch(b)
@@ -150,6 +154,7 @@ func (c *Conn) handleHello(f *codec.Frame) (healthcheck bool, err error) {
 	c.limit.Store(mfs)
 	var buf [64]byte
 	c.out.push(codec.AppendAgentHello(buf[:0], mfs, caps), false)
+	c.cfg.Observer.Hello(h.Healthcheck)
 	if h.Healthcheck {
 		return true, nil
 	}

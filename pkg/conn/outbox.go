@@ -3,6 +3,9 @@ package conn
 import (
 	"sync"
 
+	"github.com/spoe-forge/spoe-forge/pkg/codec"
+	"github.com/spoe-forge/spoe-forge/pkg/observe"
+
 	"github.com/valyala/bytebufferpool"
 )
 
@@ -18,10 +21,11 @@ type outbox struct {
 	woken   bool                       // a wake-up is pending
 	wake    chan struct{}              // capacity 1
 	pool    *bytebufferpool.Pool
+	obs     observe.Observer
 }
 
-func newOutbox(pool *bytebufferpool.Pool) *outbox {
-	return &outbox{wake: make(chan struct{}, 1), pool: pool}
+func newOutbox(pool *bytebufferpool.Pool, obs observe.Observer) *outbox {
+	return &outbox{wake: make(chan struct{}, 1), pool: pool, obs: obs}
 }
 
 // push appends frame; slot says whether it holds an in-flight slot. It
@@ -45,6 +49,7 @@ func (o *outbox) push(frame []byte, slot bool) bool {
 	if wake {
 		o.wake <- struct{}{} // never blocks: woken guards the single token
 	}
+	o.obs.FrameOut(codec.FrameType(frame[codec.LengthPrefixLen]), len(frame)-codec.LengthPrefixLen)
 	return true
 }
 
@@ -58,12 +63,16 @@ func (o *outbox) close(last []byte) {
 		}
 		o.pending.B = append(o.pending.B, last...)
 	}
+	sent := !o.closed && last != nil
 	o.closed = true
 	wake := !o.woken
 	o.woken = true
 	o.mu.Unlock()
 	if wake {
 		o.wake <- struct{}{}
+	}
+	if sent {
+		o.obs.FrameOut(codec.FrameType(last[codec.LengthPrefixLen]), len(last)-codec.LengthPrefixLen)
 	}
 }
 

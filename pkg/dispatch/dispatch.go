@@ -11,6 +11,7 @@ import (
 	"github.com/spoe-forge/spoe-forge/internal/bufpool"
 	"github.com/spoe-forge/spoe-forge/internal/pipeline"
 	"github.com/spoe-forge/spoe-forge/pkg/codec"
+	"github.com/spoe-forge/spoe-forge/pkg/observe"
 	"github.com/valyala/bytebufferpool"
 	"go.uber.org/zap"
 )
@@ -83,6 +84,8 @@ type Config struct {
 	Base context.Context
 	// Logger receives handler failures.
 	Logger *zap.Logger
+	// Observer receives reassembly and per-message events; nil means none.
+	Observer observe.Observer
 	// Buffers is the pool of reassembly and ACK buffers.
 	Buffers *bytebufferpool.Pool
 }
@@ -95,6 +98,7 @@ type Dispatcher struct {
 	cfg    Config
 	routes map[string]route
 	log    *zap.Logger
+	timed  bool // an Observer wants per-message timings
 	pool   *ants.PoolWithFuncGeneric[*task]
 	tasks  sync.Pool // *task
 
@@ -122,6 +126,9 @@ func New(cfg Config) (*Dispatcher, error) {
 	if cfg.Base == nil {
 		cfg.Base = context.Background()
 	}
+	if cfg.Observer == nil {
+		cfg.Observer = observe.Nop{}
+	}
 	if cfg.Buffers == nil {
 		cfg.Buffers = new(bytebufferpool.Pool)
 	}
@@ -130,7 +137,8 @@ func New(cfg Config) (*Dispatcher, error) {
 			return nil, fmt.Errorf("dispatch: error variable: %w", err)
 		}
 	}
-	d := &Dispatcher{cfg: cfg, log: cfg.Logger, engines: make(map[string][]pipeline.Conn),
+	_, nop := cfg.Observer.(observe.Nop)
+	d := &Dispatcher{cfg: cfg, log: cfg.Logger, engines: make(map[string][]pipeline.Conn), timed: !nop,
 		routes: make(map[string]route, len(cfg.Handlers))}
 	for name, h := range cfg.Handlers {
 		if h != nil {

@@ -42,6 +42,7 @@ type session struct {
 
 type partial struct {
 	sid, fid uint64
+	frames   int
 	buf      *bytebufferpool.ByteBuffer
 }
 
@@ -117,7 +118,7 @@ func (d *Dispatcher) dispatch(s *session, b *pipeline.Batch) error {
 			}
 			buf := d.cfg.Buffers.Get()
 			buf.B = append(buf.B[:0], f.Payload...)
-			s.partials = append(s.partials, partial{sid: f.StreamID, fid: f.FrameID, buf: buf})
+			s.partials = append(s.partials, partial{sid: f.StreamID, fid: f.FrameID, frames: 1, buf: buf})
 		default: // FrameUnset: a continuation
 			if pi < 0 {
 				return ErrUnknownFragment
@@ -127,7 +128,9 @@ func (d *Dispatcher) dispatch(s *session, b *pipeline.Batch) error {
 				return ErrMessageTooBig
 			}
 			p.buf.B = append(p.buf.B, f.Payload...)
+			p.frames++
 			if f.Flags.Fin() {
+				d.cfg.Observer.Reassembled(p.frames)
 				t := d.getTask()
 				t.own = p.buf // ownership of the reassembled payload passes to the task
 				s.remove(pi)
@@ -251,7 +254,14 @@ func (d *Dispatcher) run(t *task) {
 			continue
 		}
 		t.msg.name, t.msg.m = name, m
+		var t0 time.Time
+		if d.timed {
+			t0 = time.Now()
+		}
 		c := d.call(t, h)
+		if d.timed {
+			d.cfg.Observer.Message(name, time.Since(t0), c)
+		}
 		if c != 0 {
 			t.acts.failed(c)
 			if code == 0 {

@@ -1,0 +1,99 @@
+// Package observe declares the hooks through which an agent reports what it
+// does, for metrics and tracing. The agent calls them from its hot path, so
+// implementations must be safe for concurrent use, fast, and allocation-free
+// in steady state. Package metrics implements Observer with Prometheus; Nop
+// is the default.
+package observe
+
+import (
+	"time"
+
+	"github.com/spoe-forge/spoe-forge/pkg/codec"
+)
+
+// End says how a connection ended.
+type End uint8
+
+// The ways a connection ends.
+const (
+	EndNormal         End = iota // the peer closed at a frame boundary (FIN or RST)
+	EndHealthcheck               // a health check, answered
+	EndPeerDisconnect            // HAProxy sent HAPROXY-DISCONNECT
+	EndShutdown                  // the agent drained it
+	EndProtocolError             // the agent sent AGENT-DISCONNECT for a protocol error
+	EndIOError                   // a read or write failed, or the peer left mid-frame
+	endCount
+)
+
+var endNames = [...]string{"normal", "healthcheck", "peer_disconnect", "shutdown", "protocol_error", "io_error"}
+
+// String returns the end's label ("normal", "protocol_error", ...).
+func (e End) String() string {
+	if e < endCount {
+		return endNames[e]
+	}
+	return "unknown"
+}
+
+// Ends lists every End, for pre-registering label values.
+func Ends() []End {
+	e := make([]End, endCount)
+	for i := range e {
+		e[i] = End(i)
+	}
+	return e
+}
+
+// Observer receives an agent's events.
+type Observer interface {
+	// ConnOpened: a connection was accepted.
+	ConnOpened()
+	// ConnClosed: a connection ended; status is what its AGENT-DISCONNECT
+	// said (StatusNormal when none was sent).
+	ConnClosed(end End, status codec.Status)
+	// Hello: a HELLO was answered.
+	Hello(healthcheck bool)
+	// FrameIn and FrameOut: one frame of the type, LENGTH bytes (the
+	// 4-byte prefix not included), was received or queued for sending.
+	FrameIn(t codec.FrameType, length int)
+	FrameOut(t codec.FrameType, length int)
+	// DisconnectReceived and DisconnectSent: a DISCONNECT frame's status.
+	DisconnectReceived(status codec.Status)
+	DisconnectSent(status codec.Status)
+	// Reassembled: a fragmented NOTIFY of that many frames was put together.
+	Reassembled(frames int)
+	// Message: one message was handled. name is the registered message name
+	// ("" for the fallback handler), took the handler's time, code the
+	// error code set (0 for success; see the agent's ErrCode constants).
+	Message(name string, took time.Duration, code int)
+}
+
+// Nop is an Observer that does nothing.
+type Nop struct{}
+
+// ConnOpened implements Observer.
+func (Nop) ConnOpened() {}
+
+// ConnClosed implements Observer.
+func (Nop) ConnClosed(End, codec.Status) {}
+
+// Hello implements Observer.
+func (Nop) Hello(bool) {}
+
+// FrameIn implements Observer.
+func (Nop) FrameIn(codec.FrameType, int) {}
+
+// FrameOut implements Observer.
+func (Nop) FrameOut(codec.FrameType, int) {}
+
+// DisconnectReceived implements Observer.
+func (Nop) DisconnectReceived(codec.Status) {}
+
+// DisconnectSent implements Observer.
+func (Nop) DisconnectSent(codec.Status) {}
+
+// Reassembled implements Observer.
+func (Nop) Reassembled(int) {}
+
+// Message implements Observer.
+func (Nop) Message(string, time.Duration, int) {}
