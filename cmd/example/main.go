@@ -11,18 +11,27 @@
 // A user agent containing "slow" makes the handler wait 500 ms, which shows
 // ACKs leaving out of order under pipelining.
 //
-//	go run ./cmd/example -addr 127.0.0.1:12345
+//	go run ./cmd/example -addr 127.0.0.1:12345 [-metrics-addr 127.0.0.1:9100]
+//
+// With -metrics-addr it serves Prometheus metrics on /metrics and Go's
+// profiler on /debug/pprof.
 package main
 
 import (
 	"context"
 	"flag"
 	"fmt"
+	"net/http"
+	"net/http/pprof"
 	"os"
 	"strings"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/spoe-forge/spoe-forge/pkg/agent"
+	"github.com/spoe-forge/spoe-forge/pkg/metrics"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 )
@@ -30,6 +39,7 @@ import (
 func main() {
 	addr := flag.String("addr", envOr("SPOE_AGENT_ADDR", "127.0.0.1:12345"), "listen address: host:port or unix:/path")
 	level := flag.String("log-level", envOr("SPOE_LOG_LEVEL", "info"), "log level: debug, info, warn, error")
+	metricsAddr := flag.String("metrics-addr", envOr("SPOE_METRICS_ADDR", ""), "serve /metrics and /debug/pprof on this address (off when empty)")
 	flag.Parse()
 
 	log, err := newLogger(*level)
@@ -39,11 +49,33 @@ func main() {
 	}
 	defer func() { _ = log.Sync() }()
 
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	m := metrics.New(reg, "check-request")
 	a := agent.New(
 		agent.WithLogger(log),
 		agent.WithErrorVar(agent.ScopeTransaction, "error"),
+		agent.WithObserver(m),
 	)
+	m.ObserveAgent(a)
 	a.Message("check-request", checkRequest)
+	if *metricsAddr != "" {
+		mux := http.NewServeMux()
+		mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+		mux.HandleFunc("/debug/pprof/", pprof.Index)
+		mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+		mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+		mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+		srv := &http.Server{Addr: *metricsAddr, Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+		go func() {
+			if err := srv.ListenAndServe(); err != nil && err != http.ErrServerClosed {
+				log.Error("metrics server", zap.Error(err))
+			}
+		}()
+		defer srv.Close()
+		log.Info("metrics listening", zap.String("addr", *metricsAddr))
+	}
 	if err := a.Run(*addr); err != nil {
 		log.Error("agent stopped", zap.Error(err))
 		os.Exit(1)
