@@ -124,3 +124,26 @@ func ErrorVar(scope agent.Scope, name string) agent.Middleware {
 		})
 	}
 }
+
+// Tracer receives a callback when a message starts and when it ends: the
+// hook for OpenTelemetry or any other tracing system (see
+// examples/otel). Start may return a derived context (carrying a span); it is
+// what the handler receives. Both are called on the NOTIFY's hot path.
+type Tracer interface {
+	Start(ctx context.Context, m *agent.Message) context.Context
+	End(ctx context.Context, m *agent.Message, took time.Duration, err error)
+}
+
+// Trace calls t around the handlers it wraps. Put it after Recover in Use so
+// that a panic reaches End as an error.
+func Trace(t Tracer) agent.Middleware {
+	return func(next agent.Handler) agent.Handler {
+		return agent.HandlerFunc(func(ctx context.Context, m *agent.Message, a *agent.Actions) error {
+			start := time.Now()
+			tctx := t.Start(ctx, m)
+			err := next.HandleMessage(tctx, m, a)
+			t.End(tctx, m, time.Since(start), err)
+			return err
+		})
+	}
+}

@@ -169,3 +169,50 @@ func TestAccessLog(t *testing.T) {
 	assert.Equal(t, 4, warn, "every failure is logged")
 	assert.Equal(t, 4+96/10, len(all), "one success in ten is logged")
 }
+
+type recTracer struct {
+	mu     sync.Mutex
+	events []string
+}
+
+type spanKey struct{}
+
+func (r *recTracer) Start(ctx context.Context, m *agent.Message) context.Context {
+	r.mu.Lock()
+	r.events = append(r.events, "start "+m.Name())
+	r.mu.Unlock()
+	return context.WithValue(ctx, spanKey{}, m.Name())
+}
+
+func (r *recTracer) End(ctx context.Context, m *agent.Message, took time.Duration, err error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	outcome := "ok"
+	var pe *agent.PanicError
+	if errors.As(err, &pe) {
+		outcome = "panic"
+	} else if err != nil {
+		outcome = "error"
+	}
+	if ctx.Value(spanKey{}) != m.Name() || took <= 0 {
+		outcome = "bad context or duration"
+	}
+	r.events = append(r.events, "end "+m.Name()+" "+outcome)
+}
+
+func TestTrace(t *testing.T) {
+	tr := &recTracer{}
+	a := agent.New()
+	a.Use(middleware.Recover(), middleware.Trace(tr))
+	a.Message("ok", func(ctx context.Context, m *agent.Message, act *agent.Actions) error {
+		if ctx.Value(spanKey{}) != "ok" {
+			return errors.New("the handler did not get the tracer's context")
+		}
+		return nil
+	})
+	a.Message("boom", func(context.Context, *agent.Message, *agent.Actions) error { panic("x") })
+	c := serve(t, a)
+	c.Notify(1, 1, spoptest.Msg{Name: "ok"}, spoptest.Msg{Name: "boom"})
+	c.ReadAck()
+	assert.Equal(t, []string{"start ok", "end ok ok", "start boom", "end boom panic"}, tr.events)
+}
