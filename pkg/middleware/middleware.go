@@ -134,8 +134,9 @@ type Tracer interface {
 	End(ctx context.Context, m *agent.Message, took time.Duration, err error)
 }
 
-// Trace calls t around the handlers it wraps. Put it after Recover in Use so
-// that a panic reaches End as an error.
+// Trace calls t around the handlers it wraps. Put it before (outside)
+// Recover, Use(Trace(t), Recover()), so that a panic reaches End as an
+// error.
 func Trace(t Tracer) agent.Middleware {
 	return func(next agent.Handler) agent.Handler {
 		return agent.HandlerFunc(func(ctx context.Context, m *agent.Message, a *agent.Actions) error {

@@ -203,7 +203,7 @@ func (r *recTracer) End(ctx context.Context, m *agent.Message, took time.Duratio
 func TestTrace(t *testing.T) {
 	tr := &recTracer{}
 	a := agent.New()
-	a.Use(middleware.Recover(), middleware.Trace(tr))
+	a.Use(middleware.Trace(tr), middleware.Recover())
 	a.Message("ok", func(ctx context.Context, m *agent.Message, act *agent.Actions) error {
 		if ctx.Value(spanKey{}) != "ok" {
 			return errors.New("the handler did not get the tracer's context")
