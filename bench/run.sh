@@ -77,7 +77,8 @@ HAPROXY_32=${SPOE_HAPROXY_3_2:-$cache/3.2/haproxy}
 
 log "building cmd/bench and the agents into $work"
 go build -o "$work/bench" ./cmd/bench
-(cd bench/peers && go build -o "$work/" ./spoeforge ./negasus ./criteo ./dropmorepackets)
+# -mod=mod: the main module (replaced in) may have gained requirements since.
+(cd bench/peers && go build -mod=mod -o "$work/" ./spoeforge ./negasus ./criteo ./dropmorepackets)
 go build -o "$work/report" ./bench/report
 
 # --- environment ---------------------------------------------------------
@@ -293,6 +294,7 @@ record go test -run TestZeroAllocsPerNotify -count=1 -v ./pkg/agent/
 go test -run 'TestZeroAllocsPerNotify' -count=1 -v ./pkg/agent/ >"$out/allocs.txt" 2>&1 || true
 
 # --- report --------------------------------------------------------------
+find "$out" -name '*.err' -empty -delete
 record go run ./bench/report -dir "$out" -out bench/RESULTS.md
 "$work/report" -dir "$out" -out bench/RESULTS.md
 log "wrote bench/RESULTS.md and $out"
