@@ -99,7 +99,7 @@ type Dispatcher struct {
 	routes map[string]route
 	log    *zap.Logger
 	timed  bool // an Observer wants per-message timings
-	pool   *ants.PoolWithFuncGeneric[*task]
+	pool   *ants.PoolWithFuncGeneric[*session]
 	tasks  sync.Pool // *task
 
 	mu      sync.Mutex
@@ -145,7 +145,10 @@ func New(cfg Config) (*Dispatcher, error) {
 			d.routes[name] = route{h: h, name: name}
 		}
 	}
-	pool, err := ants.NewPoolWithFuncGeneric(cfg.Workers, d.run,
+	pool, err := ants.NewPoolWithFuncGeneric(cfg.Workers, d.work,
+		// Workers never wait for a worker (that could deadlock a full pool);
+		// the dispatcher waits itself when the pool is full (invoke).
+		ants.WithNonblocking(true),
 		// Workers idle for workerIdle exit, so that a burst does not leave
 		// its goroutines behind; steady load keeps them warm.
 		ants.WithExpiryDuration(workerIdle),

@@ -363,3 +363,37 @@ func TestConfigErrors(t *testing.T) {
 	_, err = New(Config{ErrorVar: Var{Scope: codec.ScopeTransaction, Name: string(make([]byte, 64))}})
 	require.ErrorIs(t, err, codec.ErrVarNameTooLong)
 }
+
+// TestSlowHandlerDoesNotHoldUpTheQueue: NOTIFYs of one batch share a run
+// queue; a handler that blocks must not delay the ones behind it.
+func TestSlowHandlerDoesNotHoldUpTheQueue(t *testing.T) {
+	var f feeder
+	release := make(chan struct{})
+	d := newDispatcher(t, Config{Handlers: map[string]Handler{
+		"slow": HandlerFunc(func(ctx context.Context, m *Message, act *Actions) error { <-release; return nil }),
+		"fast": HandlerFunc(func(ctx context.Context, m *Message, act *Actions) error { return nil }),
+	}})
+	c := newFakeConn(codec.CapPipelining)
+	frames := [][]byte{spoptest.NotifyFrame(0, 1, spoptest.Msg{Name: "slow"})}
+	for i := 1; i <= 30; i++ {
+		frames = append(frames, spoptest.NotifyFrame(uint64(i), 1, spoptest.Msg{Name: "fast"}))
+	}
+	in := make(chan *pipeline.Batch, 1)
+	in <- f.batch(frames...)
+	done := make(chan struct{})
+	go func() { d.Serve(c, in); close(done) }()
+	for range 30 {
+		select {
+		case <-c.got:
+		case <-time.After(5 * time.Second):
+			t.Fatal("fast NOTIFYs waited behind a blocked handler")
+		}
+	}
+	close(release)
+	<-c.got
+	close(in)
+	<-done
+	require.Len(t, c.acks, 31)
+	fr, _ := decodeAck(t, c.acks[30])
+	assert.Equal(t, uint64(0), fr.StreamID, "the slow one answers last")
+}

@@ -6,6 +6,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/panjf2000/ants/v2"
 	"github.com/spoe-forge/spoe-forge/internal/pipeline"
 	"github.com/spoe-forge/spoe-forge/pkg/codec"
 	"github.com/valyala/bytebufferpool"
@@ -38,6 +39,14 @@ type session struct {
 	async    bool
 	wg       sync.WaitGroup // tasks in flight
 	partials []partial
+
+	// The run queue: tasks decoded and waiting for a worker. Workers take
+	// tasks from it until it is empty, so that a burst of NOTIFYs costs a
+	// couple of pool invocations rather than one each.
+	mu    sync.Mutex
+	queue []*task // FIFO; owned under mu
+	head  int
+	spare bool // a worker was invoked for this session and has not started yet
 }
 
 type partial struct {
@@ -86,6 +95,7 @@ func (d *Dispatcher) Serve(c pipeline.Conn, in <-chan *pipeline.Batch) {
 // dispatch handles one batch; an error is a protocol error that ends the
 // connection.
 func (d *Dispatcher) dispatch(s *session, b *pipeline.Batch) error {
+	now := time.Now() // one clock read per batch: the NOTIFYs of a read arrived together
 	for i := range b.Frames {
 		f := &b.Frames[i]
 		pi := s.find(f.StreamID, f.FrameID)
@@ -103,7 +113,7 @@ func (d *Dispatcher) dispatch(s *session, b *pipeline.Batch) error {
 			t := d.getTask()
 			t.rx = b.Buf
 			b.Buf.Retain() // the task's reference, released once its ACK is encoded
-			if err := d.submit(s, t, f, f.Payload); err != nil {
+			if err := d.submit(s, t, f, f.Payload, now); err != nil {
 				return err
 			}
 		case f.Type == codec.FrameNotify: // first fragment
@@ -134,7 +144,7 @@ func (d *Dispatcher) dispatch(s *session, b *pipeline.Batch) error {
 				t := d.getTask()
 				t.own = p.buf // ownership of the reassembled payload passes to the task
 				s.remove(pi)
-				if err := d.submit(s, t, f, t.own.B); err != nil {
+				if err := d.submit(s, t, f, t.own.B, now); err != nil {
 					return err
 				}
 			}
@@ -166,7 +176,7 @@ func (s *session) drop(d *Dispatcher, i int) {
 
 // submit decodes the NOTIFY payload into t and hands t to the pool. It owns
 // t: on every path t is either running or released.
-func (d *Dispatcher) submit(s *session, t *task, f *codec.Frame, payload []byte) error {
+func (d *Dispatcher) submit(s *session, t *task, f *codec.Frame, payload []byte, now time.Time) error {
 	if err := t.note.Decode(payload); err != nil {
 		t.release()
 		return err
@@ -176,17 +186,79 @@ func (d *Dispatcher) submit(s *session, t *task, f *codec.Frame, payload []byte)
 		return nil
 	}
 	t.c, t.s, t.sid, t.fid = s.c, s, f.StreamID, f.FrameID
-	t.ctx.start(s.parent, time.Now().Add(d.cfg.Timeout))
+	t.ctx.start(s.parent, now.Add(d.cfg.Timeout))
 	s.wg.Add(1)
-	if err := d.pool.Invoke(t); err != nil {
-		// The pool is released: the agent is going down hard.
-		s.c.Reply(codec.AppendAck(nil, t.sid, t.fid, nil))
-		t.ctx.reset()
-		t.release()
-		s.wg.Done()
-		return nil
+	s.mu.Lock()
+	s.queue = append(s.queue, t)
+	need := !s.spare
+	s.spare = true
+	s.mu.Unlock()
+	if need {
+		d.invoke(s)
 	}
 	return nil
+}
+
+// invoke hands s to a pool worker, waiting while the pool is full (the
+// back-pressure that stops the reader). If the pool is released, the queued
+// tasks are answered here with empty ACKs.
+func (d *Dispatcher) invoke(s *session) {
+	for wait := time.Microsecond; ; wait = min(2*wait, time.Millisecond) {
+		err := d.pool.Invoke(s)
+		switch {
+		case err == nil:
+			return
+		case errors.Is(err, ants.ErrPoolOverload):
+			time.Sleep(wait)
+			continue
+		}
+		// The pool is released: the agent is going down hard.
+		s.mu.Lock()
+		q := s.queue[s.head:]
+		s.queue, s.head, s.spare = s.queue[:0], 0, false
+		s.mu.Unlock()
+		for _, t := range q {
+			s.c.Reply(codec.AppendAck(nil, t.sid, t.fid, nil))
+			t.ctx.reset()
+			t.release()
+			s.wg.Done()
+		}
+		return
+	}
+}
+
+// work is the pool's function: it runs the session's queued tasks until the
+// queue is empty. Before each task it makes sure that, if more are waiting,
+// another worker is on its way, so that a slow handler never holds up the
+// tasks behind it; with fast handlers that spare finds the queue drained and
+// leaves, and a burst costs two invocations instead of one per NOTIFY.
+func (d *Dispatcher) work(s *session) {
+	s.mu.Lock()
+	s.spare = false // this is the spare, started
+	for s.head < len(s.queue) {
+		t := s.queue[s.head]
+		s.queue[s.head] = nil
+		s.head++
+		if s.head == len(s.queue) {
+			s.queue, s.head = s.queue[:0], 0
+		}
+		spawn := s.head < len(s.queue) && !s.spare
+		if spawn {
+			s.spare = true
+		}
+		s.mu.Unlock()
+		if spawn {
+			if err := d.pool.Invoke(s); err != nil {
+				// Pool full or released: this worker carries on alone.
+				s.mu.Lock()
+				s.spare = false
+				s.mu.Unlock()
+			}
+		}
+		d.run(t)
+		s.mu.Lock()
+	}
+	s.mu.Unlock()
 }
 
 func (d *Dispatcher) register(s *session) {
@@ -238,8 +310,8 @@ func (d *Dispatcher) forward(s *session, frame []byte) bool {
 	return false
 }
 
-// run is the pool's function: it runs the handlers of one NOTIFY, encodes
-// its ACK and replies. It owns t and releases it.
+// run runs the handlers of one NOTIFY, encodes its ACK and replies. It owns
+// t and releases it.
 func (d *Dispatcher) run(t *task) {
 	s := t.s
 	ack, start := codec.BeginFrame(t.ack[:0], codec.Header{Type: codec.FrameAck, Flags: codec.FlagFin, StreamID: t.sid, FrameID: t.fid})
