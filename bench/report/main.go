@@ -484,6 +484,17 @@ func write(w *bytes.Buffer, dir, out string) error {
 		p("\n")
 	}
 
+	// --- sections written by other scripts (bench/soak.sh) ---
+	if extra, _ := filepath.Glob(filepath.Join(dir, "section-*.md")); len(extra) > 0 {
+		sort.Strings(extra)
+		for _, f := range extra {
+			for _, l := range readLines(f) {
+				p("%s\n", l)
+			}
+			p("\n")
+		}
+	}
+
 	// --- commands ---
 	if cmds := readLines(filepath.Join(dir, "commands.txt")); cmds != nil {
 		p("## Exact commands\n\n")
