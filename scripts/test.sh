@@ -31,4 +31,11 @@ else
 	echo "test.sh: WARNING: $cache/env.sh not found: tests needing HAProxy will look in the default places, and be skipped if it is not there (run scripts/install-haproxy.sh)" >&2
 fi
 
+# Modules of their own (kept apart so that the library does not depend on
+# what they use): tested first, so that the last lines are the main module's.
+for m in examples/otel; do
+	echo "test.sh: go test in $m (a module of its own)" >&2
+	(cd "$m" && go test -race -count=1 -timeout 5m ./...)
+done
+
 exec go test -race -count=1 -timeout 15m ./... "$@"
