@@ -204,3 +204,21 @@ func (c *Client) ExpectClosed() {
 		c.t.Fatalf("spoptest: the agent did not close the connection")
 	}
 }
+
+// RoundTrip writes frame and reads one reply frame into buf (which must be
+// large enough), returning the reply's LENGTH. It allocates nothing, for
+// allocation tests that drive a whole agent; it panics on I/O errors, since
+// testing.AllocsPerRun gives it no way to fail the test.
+func (c *Client) RoundTrip(frame, buf []byte) int {
+	if _, err := c.NC.Write(frame); err != nil {
+		panic(err)
+	}
+	if _, err := io.ReadFull(c.NC, buf[:4]); err != nil {
+		panic(err)
+	}
+	n := int(binary.BigEndian.Uint32(buf[:4]))
+	if _, err := io.ReadFull(c.NC, buf[:n]); err != nil {
+		panic(err)
+	}
+	return n
+}

@@ -3,7 +3,6 @@
 package agent_test
 
 import (
-	"io"
 	"net/netip"
 	"testing"
 
@@ -28,20 +27,8 @@ func TestZeroAllocsPerNotify(t *testing.T) {
 		spoptest.A("ua", codec.String("Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0 Safari/537.36")),
 	}})
 	ack := make([]byte, 256)
-	var hdr [4]byte
 	n := 0
-	roundTrip := func() {
-		if _, err := c.NC.Write(frame); err != nil {
-			panic(err)
-		}
-		if _, err := io.ReadFull(c.NC, hdr[:]); err != nil {
-			panic(err)
-		}
-		n = int(hdr[0])<<24 | int(hdr[1])<<16 | int(hdr[2])<<8 | int(hdr[3])
-		if _, err := io.ReadFull(c.NC, ack[:n]); err != nil {
-			panic(err)
-		}
-	}
+	roundTrip := func() { n = c.RoundTrip(frame, ack) }
 	for range 2000 { // warm the pools
 		roundTrip()
 	}

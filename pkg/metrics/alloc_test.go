@@ -3,7 +3,6 @@
 package metrics_test
 
 import (
-	"io"
 	"testing"
 
 	"github.com/spoe-forge/spoe-forge/internal/spoptest"
@@ -19,19 +18,7 @@ func TestZeroAllocsWithMetrics(t *testing.T) {
 	c.Hello("pipelining", 16380)
 	frame := spoptest.NotifyFrame(7, 1, spoptest.Msg{Name: "check-request", Args: []codec.Arg{spoptest.A("i", codec.Int64(1))}})
 	ack := make([]byte, 256)
-	var hdr [4]byte
-	roundTrip := func() {
-		if _, err := c.NC.Write(frame); err != nil {
-			panic(err)
-		}
-		if _, err := io.ReadFull(c.NC, hdr[:]); err != nil {
-			panic(err)
-		}
-		n := int(hdr[0])<<24 | int(hdr[1])<<16 | int(hdr[2])<<8 | int(hdr[3])
-		if _, err := io.ReadFull(c.NC, ack[:n]); err != nil {
-			panic(err)
-		}
-	}
+	roundTrip := func() { c.RoundTrip(frame, ack) }
 	for range 2000 {
 		roundTrip()
 	}
