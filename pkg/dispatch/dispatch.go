@@ -2,7 +2,6 @@ package dispatch
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"sync"
 	"time"
@@ -105,9 +104,6 @@ type Dispatcher struct {
 	mu      sync.Mutex
 	engines map[string][]pipeline.Conn // async: live connections by engine-id
 }
-
-// ErrClosed is returned by Serve's callers when the pool is released.
-var ErrClosed = errors.New("dispatch: closed")
 
 // New builds a Dispatcher and its worker pool.
 func New(cfg Config) (*Dispatcher, error) {
