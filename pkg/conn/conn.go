@@ -167,7 +167,7 @@ func (c *Conn) Serve() error {
 		// The AGENT-HELLO is queued; nothing else to say.
 	case errors.Is(err, ErrPeerDisconnect):
 		last = codec.AppendDisconnect(nil, codec.FrameAgentDisconnect, codec.StatusNormal, codec.StatusNormal.String())
-	case err == nil || errors.Is(err, io.EOF) || isReset(err) || errors.Is(err, net.ErrClosed):
+	case peerGone(err):
 		// The peer is gone: nothing can be said.
 	default:
 		sent = codec.StatusOf(err)
@@ -215,7 +215,7 @@ func endOf(err error) observe.End {
 		return observe.EndShutdown
 	case errors.Is(err, ErrPeerDisconnect):
 		return observe.EndPeerDisconnect
-	case err == nil || errors.Is(err, io.EOF) || isReset(err) || errors.Is(err, net.ErrClosed):
+	case peerGone(err):
 		return observe.EndNormal
 	case errors.As(err, &e):
 		return observe.EndProtocolError
@@ -229,7 +229,7 @@ func (c *Conn) logEnd(err error) {
 		if ce := c.log.Check(zap.DebugLevel, "health check answered"); ce != nil {
 			ce.Write(zap.String("remote", c.sess.Remote))
 		}
-	case err == nil || errors.Is(err, io.EOF) || isReset(err) || errors.Is(err, ErrDrained) || errors.Is(err, ErrPeerDisconnect) || errors.Is(err, net.ErrClosed):
+	case peerGone(err) || errors.Is(err, ErrDrained) || errors.Is(err, ErrPeerDisconnect):
 		if ce := c.log.Check(zap.DebugLevel, "connection closed"); ce != nil {
 			ce.Write(zap.String("remote", c.sess.Remote), zap.String("engine_id", c.sess.EngineID), zap.NamedError("reason", err))
 		}
@@ -252,6 +252,13 @@ func reasonOf(err error, st codec.Status) string {
 		return e.Reason
 	}
 	return st.String()
+}
+
+// peerGone reports whether err is a clean end of the connection at a frame
+// boundary: EOF, a reset (HAProxy 3.1+ closes idle connections with RST),
+// or our own close.
+func peerGone(err error) bool {
+	return err == nil || errors.Is(err, io.EOF) || isReset(err) || errors.Is(err, net.ErrClosed)
 }
 
 func isReset(err error) bool {
