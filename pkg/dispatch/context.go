@@ -3,6 +3,7 @@ package dispatch
 import (
 	"context"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -15,7 +16,13 @@ import (
 // reused); the Handler documentation says so.
 type taskCtx struct {
 	parent   context.Context // the connection's (or, with async, the agent's) context
-	deadline time.Time
+	deadline time.Time       // under mu
+	// epoch is the dispatcher's monotonic origin, and due the deadline as a
+	// duration since it: expired reads one monotonic clock and no lock,
+	// where time.Now reads two clocks and getDeadline takes mu. due is
+	// written with deadline and read without mu.
+	epoch time.Time
+	due   atomic.Int64
 
 	mu       sync.Mutex
 	gen      uint64        // bumped by reset, so stale timer callbacks do nothing
@@ -27,6 +34,16 @@ type taskCtx struct {
 
 func (c *taskCtx) start(parent context.Context, deadline time.Time) {
 	c.parent, c.deadline = parent, deadline
+	if c.epoch.IsZero() { // a context made outside getTask (tests)
+		c.epoch = time.Now()
+	}
+	c.due.Store(int64(deadline.Sub(c.epoch)))
+}
+
+// expired reports whether the deadline has passed. time.Since of a time
+// with a monotonic reading reads only the monotonic clock.
+func (c *taskCtx) expired() bool {
+	return time.Since(c.epoch) >= time.Duration(c.due.Load())
 }
 
 // Deadline implements context.Context.
@@ -49,6 +66,7 @@ func (c *taskCtx) setDeadline(t time.Time) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.deadline = t
+	c.due.Store(int64(t.Sub(c.epoch)))
 	if c.timer != nil && c.err == nil {
 		c.timer.Reset(time.Until(t))
 	}
@@ -94,7 +112,7 @@ func (c *taskCtx) Err() error {
 	if c.parent.Err() != nil {
 		return context.Canceled
 	}
-	if !time.Now().Before(c.getDeadline()) {
+	if c.expired() {
 		return context.DeadlineExceeded
 	}
 	return nil

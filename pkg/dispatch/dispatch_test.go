@@ -307,6 +307,19 @@ func TestTaskContext(t *testing.T) {
 		require.Eventually(t, func() bool { return errors.Is(c.Err(), context.DeadlineExceeded) }, time.Second, time.Millisecond)
 		c.reset()
 	})
+	t.Run("expired follows the deadline as it moves", func(t *testing.T) {
+		var c taskCtx
+		c.start(context.Background(), time.Now().Add(time.Hour))
+		assert.False(t, c.expired())
+		old, ok := ShortenDeadline(&c, -time.Millisecond)
+		require.True(t, ok)
+		assert.True(t, c.expired(), "a deadline in the past has expired")
+		assert.ErrorIs(t, c.Err(), context.DeadlineExceeded)
+		RestoreDeadline(&c, old)
+		assert.False(t, c.expired(), "restored to an hour from now")
+		assert.NoError(t, c.Err())
+		c.reset()
+	})
 	t.Run("Done fires at the deadline", func(t *testing.T) {
 		var c taskCtx
 		c.start(context.Background(), time.Now().Add(20*time.Millisecond))

@@ -409,7 +409,7 @@ func (d *Dispatcher) call(t *task, h Handler) (code int) {
 		}
 	}()
 	err := h.HandleMessage(&t.ctx, &t.msg, &t.acts)
-	late := !time.Now().Before(t.ctx.getDeadline())
+	late := t.ctx.expired()
 	if err == nil && !late {
 		return 0
 	}
