@@ -1,7 +1,6 @@
 package dockertest
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -21,6 +20,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/spoe-forge/spoe-forge/internal/haproxytest"
 	"github.com/stretchr/testify/require"
 )
 
@@ -133,7 +133,7 @@ func healthcheck(t testing.TB, spoeForge string, port int, extra ...string) (int
 // process is a command started in the background for the length of a test.
 type process struct {
 	cmd  *exec.Cmd
-	out  *lockedBuffer
+	out  *haproxytest.SyncBuffer
 	done chan struct{}
 	err  error // cmd.Wait's result, read after done is closed
 }
@@ -143,7 +143,7 @@ type process struct {
 func startProcess(t testing.TB, bin string, args ...string) *process {
 	t.Helper()
 	cmd := exec.Command(bin, args...)
-	out := &lockedBuffer{}
+	out := &haproxytest.SyncBuffer{}
 	cmd.Stdout, cmd.Stderr = out, out
 	// Killed with the test binary if the cleanups never run (go test's
 	// timeout): the signal is tied to the starting thread, which stays
@@ -220,24 +220,6 @@ func startAgent(t testing.TB, example, spoeForge string, port int) *process {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-}
-
-// lockedBuffer is a bytes.Buffer safe for concurrent use.
-type lockedBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *lockedBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *lockedBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
 }
 
 // echoBackend stands in for traefik/whoami: it answers every request with

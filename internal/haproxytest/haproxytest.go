@@ -246,7 +246,7 @@ func Check(t testing.TB, bin, cfg string) error {
 // Reload. It is stopped when the test that started it ends.
 type Proc struct {
 	cmd     *exec.Cmd
-	out     *syncBuffer
+	out     *SyncBuffer
 	done    chan struct{} // closed once the process has been reaped
 	waitErr error         // cmd.Wait's result; read only after done is closed
 }
@@ -288,7 +288,7 @@ func start(t testing.TB, bin, cfgPath string, extra []string) *Proc {
 	args := append([]string{"-db", "-f", cfgPath}, extra...)
 	cmd := exec.Command(bin, args...)
 	cmd.Dir = filepath.Dir(cfgPath)
-	out := &syncBuffer{}
+	out := &SyncBuffer{}
 	cmd.Stdout = out
 	cmd.Stderr = out
 	// Kill HAProxy if the test binary dies without running its cleanups
@@ -490,19 +490,22 @@ func (p *Proc) exited(timeout time.Duration) bool {
 	}
 }
 
-// syncBuffer is a bytes.Buffer safe for concurrent writes and reads.
-type syncBuffer struct {
+// SyncBuffer is a bytes.Buffer safe for concurrent writes and reads: the
+// output of a child process read while it runs.
+type SyncBuffer struct {
 	mu  sync.Mutex
 	buf bytes.Buffer
 }
 
-func (b *syncBuffer) Write(p []byte) (int, error) {
+// Write appends p.
+func (b *SyncBuffer) Write(p []byte) (int, error) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return b.buf.Write(p)
 }
 
-func (b *syncBuffer) String() string {
+// String returns everything written so far.
+func (b *SyncBuffer) String() string {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return b.buf.String()
