@@ -67,12 +67,20 @@ func (n *Notify) Decode(payload []byte) error {
 				return n.fail(err)
 			}
 			b = b[l:]
-			v, l, err := ParseValue(b)
+			// Grow by one and decode in place (see parseValueInto).
+			k := len(n.args)
+			if k < cap(n.args) {
+				n.args = n.args[:k+1]
+			} else {
+				n.args = append(n.args, Arg{})
+			}
+			a := &n.args[k]
+			a.Name = aname
+			l, err = parseValueInto(&a.Value, b)
 			if err != nil {
 				return n.fail(err)
 			}
 			b = b[l:]
-			n.args = append(n.args, Arg{Name: aname, Value: v})
 		}
 		n.Messages = append(n.Messages, Message{Name: name})
 		n.spans = append(n.spans, len(n.args))

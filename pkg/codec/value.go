@@ -236,46 +236,63 @@ func (v Value) data() string {
 // 15 fail with ErrUnknownDataType: their length is unknown, so they cannot be
 // skipped.
 func ParseValue(b []byte) (Value, int, error) {
+	var v Value
+	n, err := parseValueInto(&v, b)
+	return v, n, err
+}
+
+// parseValueInto is ParseValue writing into *v, which it overwrites whole
+// (or leaves as it was, on error). A Value is eight words: returned with an
+// int and an error it goes through memory, and copying it from there into
+// a slice element stalls on store forwarding; decoders write in place.
+func parseValueInto(v *Value, b []byte) (int, error) {
 	if len(b) == 0 {
-		return Value{}, 0, ErrTruncated
+		return 0, ErrTruncated
 	}
 	tb := b[0]
 	t, flags := Type(tb&0x0F), tb>>4
 	switch t {
 	case TypeNull:
-		return Value{}, 1, nil
+		*v = Value{}
+		return 1, nil
 	case TypeBool:
+		var num uint64
 		if flags == 1 {
-			return Value{typ: TypeBool, num: 1}, 1, nil
+			num = 1
 		}
-		return Value{typ: TypeBool}, 1, nil
+		*v = Value{typ: TypeBool, num: num}
+		return 1, nil
 	case TypeInt32, TypeUint32, TypeInt64, TypeUint64:
 		n, l, err := ParseVarint(b[1:])
 		if err != nil {
-			return Value{}, 0, err
+			return 0, err
 		}
-		return Value{typ: t, num: n}, 1 + l, nil
+		*v = Value{typ: t, num: n}
+		return 1 + l, nil
 	case TypeIPv4:
 		if len(b) < 5 {
-			return Value{}, 0, ErrTruncated
+			return 0, ErrTruncated
 		}
-		return Value{typ: t, raw: b[1:5:5]}, 5, nil
+		*v = Value{typ: t, raw: b[1:5:5]}
+		return 5, nil
 	case TypeIPv6:
 		if len(b) < 17 {
-			return Value{}, 0, ErrTruncated
+			return 0, ErrTruncated
 		}
-		return Value{typ: t, raw: b[1:17:17]}, 17, nil
+		*v = Value{typ: t, raw: b[1:17:17]}
+		return 17, nil
 	case TypeString, TypeBinary:
 		s, l, err := ParseBytes(b[1:])
 		if err != nil {
-			return Value{}, 0, err
+			return 0, err
 		}
 		if flags != 0 {
 			t = TypeBinary
 		}
-		return Value{typ: t, raw: s}, 1 + l, nil
+		*v = Value{typ: t, raw: s}
+		return 1 + l, nil
 	}
-	return Value{}, 0, ErrUnknownDataType
+	return 0, ErrUnknownDataType
 }
 
 // AppendValue appends v as typed data. A BOOL true is the type byte 0x11.
