@@ -48,9 +48,13 @@ type Conn struct {
 	limit     atomic.Uint32 // the reader's LENGTH limit; set by the decoder after HELLO
 	helloDone atomic.Bool   // set by the decoder once the HELLO is answered
 
-	rx       chan *pipeline.Batch // reader -> decoder; closed by the reader
-	readErr  error                // written by the reader before closing rx
-	stopRead chan struct{}        // closed by Serve to stop the reader's sends
+	rx      chan *pipeline.Batch // reader -> decoder; closed by the reader
+	readErr error                // written by the reader before closing rx
+	// writeErr is set by the writer before it unblocks the reader with a
+	// read deadline of now, so that the reader ends with the write's error
+	// rather than a read timeout of its own.
+	writeErr atomic.Pointer[error]
+	stopRead chan struct{} // closed by Serve to stop the reader's sends
 
 	out        *outbox
 	gate       gate
@@ -361,7 +365,13 @@ func (c *Conn) readLoop() {
 			case errors.Is(err, io.EOF) && len(buf.B) > 0:
 				err = io.ErrUnexpectedEOF // cut mid-frame
 			case errors.Is(err, os.ErrDeadlineExceeded):
-				err = &codec.Error{Status: codec.StatusTimeout, Reason: "read timeout"}
+				if we := c.writeErr.Load(); we != nil {
+					// Our own deadline after a failed write (e.g. EPIPE
+					// from a killed HAProxy): that write says why.
+					err = *we
+				} else {
+					err = &codec.Error{Status: codec.StatusTimeout, Reason: "read timeout"}
+				}
 			}
 			c.readErr = err
 			return
@@ -443,5 +453,6 @@ func (c *Conn) writeFailed(err error) {
 	c.out.close(nil)
 	c.cancel(err)
 	c.gate.shut()
+	c.writeErr.Store(&err)
 	_ = c.nc.SetReadDeadline(time.Now())
 }

@@ -5,6 +5,7 @@ import (
 	"io"
 	"net"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -249,4 +250,51 @@ func TestGate(t *testing.T) {
 	g.shut()
 	require.False(t, <-got)
 	require.False(t, g.acquire())
+}
+
+// epipeAfter fails every write after the first n with EPIPE, as a socket
+// does once the peer (a SIGKILLed HAProxy) is gone.
+type epipeAfter struct {
+	net.Conn
+	n atomic.Int32
+}
+
+func (c *epipeAfter) Write(b []byte) (int, error) {
+	if c.n.Add(-1) < 0 {
+		return 0, &net.OpError{Op: "write", Net: "tcp", Err: syscall.EPIPE}
+	}
+	return c.Conn.Write(b)
+}
+
+// TestWriteFailureIsNotAReadTimeout: when a write fails, the writer unblocks
+// the reader with a read deadline of now; the connection must then end with
+// the write's error (a peer gone, logged at debug), not as a read timeout
+// (status 2, logged as a warning). HAProxy killed with -9 under load
+// showed it (TestE2E_KillAndRestart).
+func TestWriteFailureIsNotAReadTimeout(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	res := make(chan error, 1)
+	go func() {
+		nc, err := l.Accept()
+		_ = l.Close()
+		if err != nil {
+			res <- err
+			return
+		}
+		w := &epipeAfter{Conn: nc}
+		w.n.Store(1) // the AGENT-HELLO goes through, the first ACK fails
+		res <- New(w, &Config{}, &echoDispatcher{}).Serve()
+	}()
+	c := spoptest.Dial(t, l.Addr().String())
+	defer c.NC.Close()
+	c.Hello("pipelining", 16380)
+	c.Notify(1, 1, spoptest.Msg{Name: "m"})
+	select {
+	case err := <-res:
+		require.ErrorIs(t, err, syscall.EPIPE)
+		assert.NotEqual(t, codec.StatusTimeout, codec.StatusOf(err), "%v", err)
+	case <-time.After(5 * time.Second):
+		t.Fatal("the connection did not end")
+	}
 }
