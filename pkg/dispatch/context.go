@@ -15,14 +15,11 @@ import (
 // A taskCtx must not be used after its handler returns (it is reset and
 // reused); the Handler documentation says so.
 type taskCtx struct {
-	parent   context.Context // the connection's (or, with async, the agent's) context
-	deadline time.Time       // under mu
-	// epoch is the dispatcher's monotonic origin, and due the deadline as a
-	// duration since it: expired reads one monotonic clock and no lock,
-	// where time.Now reads two clocks and getDeadline takes mu. due is
-	// written with deadline and read without mu.
-	epoch time.Time
-	due   atomic.Int64
+	parent context.Context // the connection's (or, with async, the agent's) context
+	// due is the deadline as a duration since epoch, the one record of it:
+	// expired reads one monotonic clock and takes no lock (time.Now would
+	// read two clocks). Written by start and setDeadline, read anywhere.
+	due atomic.Int64
 
 	mu       sync.Mutex
 	gen      uint64        // bumped by reset, so stale timer callbacks do nothing
@@ -32,41 +29,33 @@ type taskCtx struct {
 	stopPrnt func() bool
 }
 
+// epoch is the monotonic origin of every taskCtx's due. Set once when the
+// package is initialised and never written again.
+var epoch = time.Now()
+
 func (c *taskCtx) start(parent context.Context, deadline time.Time) {
-	c.parent, c.deadline = parent, deadline
-	if c.epoch.IsZero() { // a context made outside getTask (tests)
-		c.epoch = time.Now()
-	}
-	c.due.Store(int64(deadline.Sub(c.epoch)))
+	c.parent = parent
+	c.due.Store(int64(deadline.Sub(epoch)))
 }
 
 // expired reports whether the deadline has passed. time.Since of a time
 // with a monotonic reading reads only the monotonic clock.
 func (c *taskCtx) expired() bool {
-	return time.Since(c.epoch) >= time.Duration(c.due.Load())
+	return time.Since(epoch) >= time.Duration(c.due.Load())
 }
 
 // Deadline implements context.Context.
-func (c *taskCtx) Deadline() (time.Time, bool) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.deadline, true
-}
+func (c *taskCtx) Deadline() (time.Time, bool) { return c.getDeadline(), true }
 
-// getDeadline returns the current deadline.
-func (c *taskCtx) getDeadline() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.deadline
-}
+// getDeadline returns the current deadline (with a monotonic reading).
+func (c *taskCtx) getDeadline() time.Time { return epoch.Add(time.Duration(c.due.Load())) }
 
 // setDeadline moves the deadline, re-arming the Done timer if there is one
 // and it has not fired.
 func (c *taskCtx) setDeadline(t time.Time) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	c.deadline = t
-	c.due.Store(int64(t.Sub(c.epoch)))
+	c.due.Store(int64(t.Sub(epoch)))
 	if c.timer != nil && c.err == nil {
 		c.timer.Reset(time.Until(t))
 	}
@@ -130,7 +119,7 @@ func (c *taskCtx) Done() <-chan struct{} {
 		c.finishLocked(context.Canceled)
 		return c.done
 	}
-	d := time.Until(c.deadline)
+	d := time.Until(c.getDeadline())
 	if d <= 0 {
 		c.finishLocked(context.DeadlineExceeded)
 		return c.done

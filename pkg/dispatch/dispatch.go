@@ -100,7 +100,6 @@ type Dispatcher struct {
 	timed  bool // an Observer wants per-message timings
 	pool   *ants.PoolWithFuncGeneric[*session]
 	tasks  sync.Pool // *task
-	epoch  time.Time // a monotonic origin for the tasks' cheap deadline checks
 
 	mu      sync.Mutex
 	engines map[string][]pipeline.Conn // async: live connections by engine-id
@@ -135,7 +134,7 @@ func New(cfg Config) (*Dispatcher, error) {
 		}
 	}
 	_, nop := cfg.Observer.(observe.Nop)
-	d := &Dispatcher{cfg: cfg, log: cfg.Logger, epoch: time.Now(), engines: make(map[string][]pipeline.Conn), timed: !nop,
+	d := &Dispatcher{cfg: cfg, log: cfg.Logger, engines: make(map[string][]pipeline.Conn), timed: !nop,
 		routes: make(map[string]route, len(cfg.Handlers))}
 	for name, h := range cfg.Handlers {
 		if h != nil {
@@ -203,9 +202,7 @@ func (d *Dispatcher) getTask() *task {
 	if v := d.tasks.Get(); v != nil {
 		return v.(*task)
 	}
-	t := &task{d: d}
-	t.ctx.epoch = d.epoch
-	return t
+	return &task{d: d}
 }
 
 // release returns the task's buffers and the task itself to their pools.
