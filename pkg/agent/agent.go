@@ -133,6 +133,7 @@ func (a *Agent) init() error {
 			HelloTimeout: orDur(c.helloTimeout, DefaultHelloTimeout),
 			WriteTimeout: orDur(c.writeTimeout, DefaultWriteTimeout),
 			IdleTimeout:  c.idleTimeout,
+			Base:         base,
 			Closing:      a.forget,
 			Rescue:       func(c *conn.Conn, frame []byte) { a.disp.Rescue(c, frame) },
 			Logger:       a.log,
@@ -333,8 +334,12 @@ func (a *Agent) Workers() (running, waiting int) {
 
 // Shutdown stops the agent gracefully: it stops accepting, lets every
 // connection finish the NOTIFYs it has accepted and flush their ACKs, sends
-// AGENT-DISCONNECT status 0 and closes. If ctx ends first, the remaining
-// connections are closed at once and ctx's error is returned.
+// AGENT-DISCONNECT status 0 and closes, then waits for handlers still
+// running (those answered at their deadline). If ctx ends first, the
+// remaining connections are closed at once, handlers' contexts are
+// cancelled, and Shutdown returns ctx's error without waiting for handlers
+// that ignore their context: they finish in the background and their
+// results are dropped.
 func (a *Agent) Shutdown(ctx context.Context) error {
 	for _, c := range a.close() {
 		c.Drain()
@@ -347,17 +352,22 @@ func (a *Agent) Shutdown(ctx context.Context) error {
 	var err error
 	select {
 	case <-done:
+		if a.ready.Load() && a.disp != nil {
+			err = a.disp.Wait(ctx)
+		}
 	case <-ctx.Done():
 		err = ctx.Err()
 		a.abortAll()
-		<-done
+		<-done // prompt: no connection waits for handlers once aborted
 	}
 	a.release()
 	return err
 }
 
 // Close stops the agent at once: listeners and connections are closed and
-// handlers' contexts cancelled. It waits for the connections' goroutines.
+// handlers' contexts cancelled. It waits for the connections' goroutines,
+// which end promptly, but not for handlers: a handler that ignores its
+// context finishes in the background and its result is dropped.
 func (a *Agent) Close() error {
 	a.abortAll()
 	a.active.Wait()
@@ -371,7 +381,7 @@ func (a *Agent) release() {
 		a.baseStop()
 	}
 	if a.disp != nil {
-		_ = a.disp.Close(5 * time.Second)
+		a.disp.Close()
 	}
 }
 

@@ -1,6 +1,7 @@
 package conn
 
 import (
+	"context"
 	"time"
 
 	"github.com/spoe-forge/spoe-forge/internal/bufpool"
@@ -47,6 +48,10 @@ type Config struct {
 	// Linger bounds the wait for the peer to close after an AGENT-DISCONNECT,
 	// so that the frame is read before the socket closes.
 	Linger time.Duration
+	// Base is the parent of every connection's context, from which
+	// handlers' contexts take their values and cancellation; nil means
+	// context.Background().
+	Base context.Context
 	// Logger receives one line per connection end, and errors.
 	Logger *zap.Logger
 	// Rescue, if set, is given every ACK frame that a failed write could not
@@ -83,6 +88,9 @@ func (c *Config) withDefaults() *Config {
 	}
 	if d.Logger == nil {
 		d.Logger = zap.NewNop()
+	}
+	if d.Base == nil {
+		d.Base = context.Background()
 	}
 	if d.Observer == nil {
 		d.Observer = observe.Nop{}

@@ -55,6 +55,11 @@ type Conn struct {
 	// rather than a read timeout of its own.
 	writeErr atomic.Pointer[error]
 	stopRead chan struct{} // closed by Serve to stop the reader's sends
+	// readStop is set once a deadline to stop reading is set
+	// (stopReading); the idle timeout then no longer moves the deadline.
+	readStop     atomic.Bool
+	stopMu       sync.Mutex
+	stopDeadline time.Time
 
 	out        *outbox
 	gate       gate
@@ -89,7 +94,7 @@ func New(nc net.Conn, cfg *Config, d Dispatcher) *Conn {
 	c.gate.max = cfg.MaxInFlight
 	c.limit.Store(cfg.MaxFrameSize)
 	c.sess.Remote = nc.RemoteAddr().String()
-	c.ctx, c.cancel = context.WithCancelCause(context.Background())
+	c.ctx, c.cancel = context.WithCancelCause(cfg.Base)
 	return c
 }
 
@@ -192,7 +197,7 @@ func (c *Conn) Serve() error {
 	<-c.writerDone
 	// Read until the peer closes (or Linger passes) so that unread input
 	// does not make the kernel reset the connection over our last frame.
-	_ = c.nc.SetReadDeadline(time.Now().Add(c.cfg.Linger))
+	c.stopReading(time.Now().Add(c.cfg.Linger))
 	close(c.stopRead)
 	for b := range c.rx {
 		c.putBatch(b)
@@ -299,8 +304,15 @@ func (c *Conn) readLoop() {
 	defer func() { buf.Release() }()
 	for {
 		if c.cfg.IdleTimeout > 0 && c.helloDone.Load() {
-			// Until the HELLO is answered the HELLO deadline holds.
+			// Until the HELLO is answered the HELLO deadline holds. The
+			// idle deadline never overrides a deadline set to stop the
+			// reader (a failed write, or Serve's linger): those set
+			// readStop first and the deadline after, so if this load
+			// misses the flag, their deadline lands after ours.
 			_ = c.nc.SetReadDeadline(time.Now().Add(c.cfg.IdleTimeout))
+			if c.readStop.Load() {
+				_ = c.nc.SetReadDeadline(c.stopAt())
+			}
 		}
 		n, err := c.nc.Read(buf.B[len(buf.B):cap(buf.B)])
 		free := cap(buf.B) - len(buf.B)
@@ -406,8 +418,12 @@ func (c *Conn) writeLoop() {
 				if _, err := c.nc.Write(buf.B); err != nil {
 					failed = true
 					c.writeFailed(err)
-					c.rescue(buf.B)
 				}
+			}
+			if failed {
+				// Every ACK that could not be written, in this batch or
+				// in any queued before the outbox closed, is rescued.
+				c.rescue(buf.B)
 			}
 			c.cfg.WriteBuffers.Put(buf)
 		}
@@ -454,5 +470,25 @@ func (c *Conn) writeFailed(err error) {
 	c.cancel(err)
 	c.gate.shut()
 	c.writeErr.Store(&err)
-	_ = c.nc.SetReadDeadline(time.Now())
+	c.stopReading(time.Now())
+}
+
+// stopReading bounds the reader by t, whatever the idle timeout: the
+// deadline the reader must stop by, set once per cause (a failed write
+// stops it at once, Serve's linger a little later). The earliest wins.
+func (c *Conn) stopReading(t time.Time) {
+	c.stopMu.Lock()
+	if c.stopDeadline.IsZero() || t.Before(c.stopDeadline) {
+		c.stopDeadline = t
+	}
+	t = c.stopDeadline
+	c.readStop.Store(true)
+	c.stopMu.Unlock()
+	_ = c.nc.SetReadDeadline(t)
+}
+
+func (c *Conn) stopAt() time.Time {
+	c.stopMu.Lock()
+	defer c.stopMu.Unlock()
+	return c.stopDeadline
 }

@@ -4,10 +4,12 @@ import (
 	"context"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/panjf2000/ants/v2"
 	"github.com/spoe-forge/spoe-forge/internal/bufpool"
+	"github.com/spoe-forge/spoe-forge/internal/hctx"
 	"github.com/spoe-forge/spoe-forge/internal/pipeline"
 	"github.com/spoe-forge/spoe-forge/pkg/codec"
 	"github.com/spoe-forge/spoe-forge/pkg/observe"
@@ -93,15 +95,35 @@ type Config struct {
 const workerIdle = 10 * time.Second
 
 // Dispatcher runs handlers for every connection of an agent.
+//
+// Every NOTIFY decoded on any connection becomes a task on one FIFO run
+// queue, and workers from the pool take tasks from it in arrival order: a
+// connection with many NOTIFYs cannot starve the others, and the queue never
+// holds more than the connections' in-flight limits allow. Every task not
+// yet answered is also on the deadline watch list, in arrival (and so
+// deadline) order; a timer answers the tasks whose deadline passes before
+// their handlers return.
 type Dispatcher struct {
 	cfg    Config
 	routes map[string]route
 	log    *zap.Logger
 	timed  bool // an Observer wants per-message timings
-	pool   *ants.PoolWithFuncGeneric[*session]
+	pool   *ants.PoolWithFuncGeneric[struct{}]
 	tasks  sync.Pool // *task
+	ctxs   hctx.Alloc
 
+	// Scheduling state, under mu.
 	mu      sync.Mutex
+	runq    ring     // tasks waiting for a worker, oldest first
+	active  int      // workers invoked and not yet returned; at most cfg.Workers
+	spare   bool     // a worker was invoked and has not taken a task yet
+	live    taskList // tasks not yet answered, oldest (earliest deadline) first
+	watchAt int64    // when watch fires (hctx.Now units); 0 when it is not set
+	watch   *time.Timer
+	closed  bool          // Close was called: no more workers are invoked
+	idle    chan struct{} // made by Wait, closed when active drops to 0
+
+	engMu   sync.Mutex
 	engines map[string][]pipeline.Conn // async: live connections by engine-id
 }
 
@@ -141,10 +163,13 @@ func New(cfg Config) (*Dispatcher, error) {
 			d.routes[name] = route{h: h, name: name}
 		}
 	}
+	d.watch = time.AfterFunc(time.Hour, d.expire)
+	d.watch.Stop()
 	pool, err := ants.NewPoolWithFuncGeneric(cfg.Workers, d.work,
-		// Workers never wait for a worker (that could deadlock a full pool);
-		// the dispatcher waits itself when the pool is full (invoke).
-		ants.WithNonblocking(true),
+		// Invoke waits for a free worker. The dispatcher invokes one only
+		// while fewer than cfg.Workers are active, so a wait lasts only
+		// until a worker that has just finished is back in the pool.
+		ants.WithNonblocking(false),
 		// Workers idle for workerIdle exit, so that a burst does not leave
 		// its goroutines behind; steady load keeps them warm.
 		ants.WithExpiryDuration(workerIdle),
@@ -171,31 +196,78 @@ func (a antsLogger) Printf(format string, args ...any) {
 	a.l.Warn("worker pool", zap.String("message", fmt.Sprintf(format, args...)))
 }
 
-// Close releases the worker pool, waiting up to timeout for running tasks.
-func (d *Dispatcher) Close(timeout time.Duration) error {
-	return d.pool.ReleaseTimeout(timeout)
+// Close stops invoking workers and releases the pool without waiting for
+// handlers: a handler that ignores its context goes on in the background
+// until it returns, and its result is dropped. Call Wait first to give
+// running handlers time to return.
+func (d *Dispatcher) Close() {
+	d.mu.Lock()
+	d.closed = true
+	d.watch.Stop()
+	d.watchAt = 0
+	d.mu.Unlock()
+	d.pool.Release()
+}
+
+// Wait waits until no worker runs a handler, or ctx ends.
+func (d *Dispatcher) Wait(ctx context.Context) error {
+	d.mu.Lock()
+	if d.active == 0 {
+		d.mu.Unlock()
+		return nil
+	}
+	if d.idle == nil {
+		d.idle = make(chan struct{})
+	}
+	idle := d.idle
+	d.mu.Unlock()
+	select {
+	case <-idle:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
 }
 
 // Running returns the number of workers running a task.
 func (d *Dispatcher) Running() int { return d.pool.Running() }
 
 // Waiting returns the number of NOTIFYs waiting for a free worker.
-func (d *Dispatcher) Waiting() int { return d.pool.Waiting() }
+func (d *Dispatcher) Waiting() int {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.runq.n
+}
+
+// Task states. A task is queued, then running, then either done (its
+// worker answered it) or expired (the deadline watch answered it first, and
+// whatever its handlers do afterwards is dropped).
+const (
+	tsQueued uint32 = iota
+	tsRunning
+	tsDone
+	tsExpired
+)
 
 // task is one NOTIFY on its way through a worker. Tasks are pooled.
 type task struct {
-	d    *Dispatcher
-	c    pipeline.Conn
-	s    *session
-	sid  uint64
-	fid  uint64
-	rx   *bufpool.Buf               // reference to the frame's read buffer, or nil
-	own  *bytebufferpool.ByteBuffer // reassembled payload, or nil
-	ack  []byte                     // the ACK being built; kept across uses
-	note codec.Notify
-	msg  Message
-	acts Actions
-	ctx  taskCtx
+	d     *Dispatcher
+	c     pipeline.Conn
+	s     *session
+	sid   uint64
+	fid   uint64
+	due   int64 // the NOTIFY's deadline, as hctx.Now counts
+	state atomic.Uint32
+	rx    *bufpool.Buf               // reference to the frame's read buffer, or nil
+	own   *bytebufferpool.ByteBuffer // reassembled payload, or nil
+	ack   []byte                     // the ACK being built; kept across uses
+	note  codec.Notify
+	msg   Message
+	acts  Actions
+
+	// The deadline watch list, under Dispatcher.mu.
+	prev, next *task
+	linked     bool
 }
 
 func (d *Dispatcher) getTask() *task {
@@ -206,6 +278,7 @@ func (d *Dispatcher) getTask() *task {
 }
 
 // release returns the task's buffers and the task itself to their pools.
+// The task must be off the watch list.
 func (t *task) release() {
 	d := t.d
 	if t.rx != nil {
@@ -221,4 +294,63 @@ func (t *task) release() {
 	t.acts.reset(nil)
 	t.c, t.s = nil, nil
 	d.tasks.Put(t)
+}
+
+// ring is a FIFO of tasks. It grows only when full, so its size is bounded
+// by the most tasks ever queued at once, which the connections' in-flight
+// limits bound.
+type ring struct {
+	buf  []*task
+	head int
+	n    int
+}
+
+func (r *ring) push(t *task) {
+	if r.n == len(r.buf) {
+		nb := make([]*task, max(64, 2*len(r.buf)))
+		for i := range r.n {
+			nb[i] = r.buf[(r.head+i)%len(r.buf)]
+		}
+		r.buf, r.head = nb, 0
+	}
+	r.buf[(r.head+r.n)%len(r.buf)] = t
+	r.n++
+}
+
+func (r *ring) pop() *task {
+	if r.n == 0 {
+		return nil
+	}
+	t := r.buf[r.head]
+	r.buf[r.head] = nil
+	r.head = (r.head + 1) % len(r.buf)
+	r.n--
+	return t
+}
+
+// taskList is the intrusive doubly linked watch list.
+type taskList struct{ head, tail *task }
+
+func (l *taskList) pushBack(t *task) {
+	t.prev, t.next, t.linked = l.tail, nil, true
+	if l.tail != nil {
+		l.tail.next = t
+	} else {
+		l.head = t
+	}
+	l.tail = t
+}
+
+func (l *taskList) remove(t *task) {
+	if t.prev != nil {
+		t.prev.next = t.next
+	} else {
+		l.head = t.next
+	}
+	if t.next != nil {
+		t.next.prev = t.prev
+	} else {
+		l.tail = t.prev
+	}
+	t.prev, t.next, t.linked = nil, nil, false
 }

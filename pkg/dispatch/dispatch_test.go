@@ -2,7 +2,6 @@ package dispatch
 
 import (
 	"context"
-	"errors"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -115,7 +114,7 @@ func newDispatcher(t *testing.T, cfg Config) *Dispatcher {
 	t.Helper()
 	d, err := New(cfg)
 	require.NoError(t, err)
-	t.Cleanup(func() { _ = d.Close(5 * time.Second) })
+	t.Cleanup(d.Close)
 	return d
 }
 
@@ -275,8 +274,8 @@ func TestAsyncForward(t *testing.T) {
 	go func() { d.Serve(c1, in1); close(done1) }()
 	// Both connections must be registered with their engine first.
 	require.Eventually(t, func() bool {
-		d.mu.Lock()
-		defer d.mu.Unlock()
+		d.engMu.Lock()
+		defer d.engMu.Unlock()
 		return len(d.engines["e1"]) == 2
 	}, 5*time.Second, time.Millisecond)
 	in1 <- f.batch(spoptest.NotifyFrame(5, 6, spoptest.Msg{Name: "m"}))
@@ -299,76 +298,6 @@ func TestAsyncForward(t *testing.T) {
 	assert.Empty(t, a.Actions, "an async handler's context is not cancelled with its connection")
 }
 
-func TestTaskContext(t *testing.T) {
-	t.Run("deadline without Done", func(t *testing.T) {
-		var c taskCtx
-		c.start(context.Background(), time.Now().Add(20*time.Millisecond))
-		assert.NoError(t, c.Err())
-		require.Eventually(t, func() bool { return errors.Is(c.Err(), context.DeadlineExceeded) }, time.Second, time.Millisecond)
-		c.reset()
-	})
-	t.Run("expired follows the deadline as it moves", func(t *testing.T) {
-		var c taskCtx
-		c.start(context.Background(), time.Now().Add(time.Hour))
-		assert.False(t, c.expired())
-		old, ok := ShortenDeadline(&c, -time.Millisecond)
-		require.True(t, ok)
-		assert.True(t, c.expired(), "a deadline in the past has expired")
-		assert.ErrorIs(t, c.Err(), context.DeadlineExceeded)
-		RestoreDeadline(&c, old)
-		assert.False(t, c.expired(), "restored to an hour from now")
-		assert.NoError(t, c.Err())
-		c.reset()
-	})
-	t.Run("Done fires at the deadline", func(t *testing.T) {
-		var c taskCtx
-		c.start(context.Background(), time.Now().Add(20*time.Millisecond))
-		select {
-		case <-c.Done():
-		case <-time.After(2 * time.Second):
-			t.Fatal("Done did not fire")
-		}
-		assert.ErrorIs(t, c.Err(), context.DeadlineExceeded)
-		c.reset()
-	})
-	t.Run("Done fires when the parent is cancelled", func(t *testing.T) {
-		parent, cancel := context.WithCancel(context.WithValue(context.Background(), ctxKey{}, "v"))
-		var c taskCtx
-		c.start(parent, time.Now().Add(time.Hour))
-		done := c.Done()
-		assert.Equal(t, "v", c.Value(ctxKey{}))
-		cancel()
-		<-done
-		assert.ErrorIs(t, c.Err(), context.Canceled)
-		c.reset()
-		// Reused: a fresh Done, not the closed one.
-		c.start(context.Background(), time.Now().Add(time.Hour))
-		select {
-		case <-c.Done():
-			t.Fatal("a reused context starts done")
-		default:
-		}
-		assert.NoError(t, c.Err())
-		c.reset()
-	})
-	t.Run("a stale timer does not touch the next task", func(t *testing.T) {
-		var c taskCtx
-		c.start(context.Background(), time.Now().Add(time.Millisecond))
-		_ = c.Done()
-		c.reset()
-		c.start(context.Background(), time.Now().Add(time.Hour))
-		d := c.Done()
-		time.Sleep(20 * time.Millisecond) // the first task's timer would have fired by now
-		select {
-		case <-d:
-			t.Fatal("the previous task's timer cancelled this one")
-		default:
-		}
-		c.reset()
-	})
-}
-
-type ctxKey struct{}
 
 func TestConfigErrors(t *testing.T) {
 	_, err := New(Config{ErrorVar: Var{Scope: 9, Name: "x"}})

@@ -6,7 +6,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/panjf2000/ants/v2"
+	"github.com/spoe-forge/spoe-forge/internal/hctx"
 	"github.com/spoe-forge/spoe-forge/internal/pipeline"
 	"github.com/spoe-forge/spoe-forge/pkg/codec"
 	"github.com/valyala/bytebufferpool"
@@ -33,20 +33,12 @@ const maxPartials = 16
 // wg are owned by the connection's Serve goroutine.
 type session struct {
 	c        pipeline.Conn
-	parent   context.Context
+	parent   context.Context // handlers' contexts derive from it
 	engineID string
 	limit    uint32 // largest ACK LENGTH: negotiated max-frame-size - 1
 	async    bool
-	wg       sync.WaitGroup // tasks in flight
+	wg       sync.WaitGroup // tasks not yet answered
 	partials []partial
-
-	// The run queue: tasks decoded and waiting for a worker. Workers take
-	// tasks from it until it is empty, so that a burst of NOTIFYs costs a
-	// couple of pool invocations rather than one each.
-	mu    sync.Mutex
-	queue []*task // FIFO; owned under mu
-	head  int
-	spare bool // a worker was invoked for this session and has not started yet
 }
 
 type partial struct {
@@ -86,9 +78,37 @@ func (d *Dispatcher) Serve(c pipeline.Conn, in <-chan *pipeline.Batch) {
 		d.cfg.Buffers.Put(p.buf)
 	}
 	s.partials = nil
-	s.wg.Wait()
+	d.waitAnswered(s)
 	if s.async {
 		d.unregister(s)
+	}
+}
+
+// waitAnswered waits until every NOTIFY of s is answered (by its handlers or
+// at its deadline), unless nothing can be answered any more: a connection
+// that died (its context is cancelled; with async, the agent's base) does not
+// wait for handlers, which finish in the background and whose ACKs are
+// dropped. A drained connection waits: it flushes its ACKs before its
+// AGENT-DISCONNECT, and the deadline watch bounds the wait.
+func (d *Dispatcher) waitAnswered(s *session) {
+	gone := s.parent.Done()
+	if gone == nil {
+		s.wg.Wait()
+		return
+	}
+	select {
+	case <-gone:
+		return
+	default:
+	}
+	answered := make(chan struct{})
+	go func() {
+		s.wg.Wait()
+		close(answered)
+	}()
+	select {
+	case <-answered:
+	case <-gone:
 	}
 }
 
@@ -174,8 +194,8 @@ func (s *session) drop(d *Dispatcher, i int) {
 	s.remove(i)
 }
 
-// submit decodes the NOTIFY payload into t and hands t to the pool. It owns
-// t: on every path t is either running or released.
+// submit decodes the NOTIFY payload into t and queues it. It owns t: on
+// every path t is either queued or released.
 func (d *Dispatcher) submit(s *session, t *task, f *codec.Frame, payload []byte, now time.Time) error {
 	if err := t.note.Decode(payload); err != nil {
 		t.release()
@@ -186,89 +206,194 @@ func (d *Dispatcher) submit(s *session, t *task, f *codec.Frame, payload []byte,
 		return nil
 	}
 	t.c, t.s, t.sid, t.fid = s.c, s, f.StreamID, f.FrameID
-	t.ctx.start(s.parent, now.Add(d.cfg.Timeout))
+	t.due = hctx.Since(now) + int64(d.cfg.Timeout)
+	t.state.Store(tsQueued)
 	s.wg.Add(1)
-	s.mu.Lock()
-	s.queue = append(s.queue, t)
-	need := !s.spare
-	s.spare = true
-	s.mu.Unlock()
-	if need {
-		d.invoke(s)
+	d.mu.Lock()
+	if d.closed {
+		d.mu.Unlock()
+		d.answer(t.c, s, t.sid, t.fid, 0)
+		t.release()
+		return nil
+	}
+	d.runq.push(t)
+	d.live.pushBack(t)
+	if d.watchAt == 0 {
+		d.armLocked(t.due)
+	}
+	spawn := d.wantWorkerLocked()
+	d.mu.Unlock()
+	if spawn {
+		d.invoke()
 	}
 	return nil
 }
 
-// invoke hands s to a pool worker, waiting while the pool is full (the
-// back-pressure that stops the reader). If the pool is released, the queued
-// tasks are answered here with empty ACKs.
-func (d *Dispatcher) invoke(s *session) {
-	for wait := time.Microsecond; ; wait = min(2*wait, time.Millisecond) {
-		err := d.pool.Invoke(s)
-		switch {
-		case err == nil:
-			return
-		case errors.Is(err, ants.ErrPoolOverload):
-			time.Sleep(wait)
-			continue
-		}
-		// The pool is released: the agent is going down hard.
-		s.mu.Lock()
-		q := s.queue[s.head:]
-		s.queue, s.head, s.spare = s.queue[:0], 0, false
-		s.mu.Unlock()
-		for _, t := range q {
-			s.c.Reply(codec.AppendAck(nil, t.sid, t.fid, nil))
-			t.ctx.reset()
-			t.release()
-			s.wg.Done()
-		}
+// wantWorkerLocked reports whether a worker should be invoked for the
+// queued tasks, and counts it as active if so: one is, unless another is
+// already on its way or every worker is busy. d.mu is held.
+func (d *Dispatcher) wantWorkerLocked() bool {
+	if d.spare || d.runq.n == 0 || d.active >= d.cfg.Workers || d.closed {
+		return false
+	}
+	d.spare = true
+	d.active++
+	return true
+}
+
+// invoke starts a worker that wantWorkerLocked counted. If the pool is
+// released (the agent is closing), the worker is uncounted and the queued
+// tasks are answered here, with no actions, if no other worker is left to
+// take them.
+func (d *Dispatcher) invoke() {
+	if d.pool.Invoke(struct{}{}) == nil {
 		return
 	}
-}
-
-// work is the pool's function: it runs the session's queued tasks until the
-// queue is empty. Before each task it makes sure that, if more are waiting,
-// another worker is on its way, so that a slow handler never holds up the
-// tasks behind it; with fast handlers that spare finds the queue drained and
-// leaves, and a burst costs two invocations instead of one per NOTIFY.
-func (d *Dispatcher) work(s *session) {
-	s.mu.Lock()
-	s.spare = false // this is the spare, started
-	for s.head < len(s.queue) {
-		t := s.queue[s.head]
-		s.queue[s.head] = nil
-		s.head++
-		if s.head == len(s.queue) {
-			s.queue, s.head = s.queue[:0], 0
-		}
-		spawn := s.head < len(s.queue) && !s.spare
-		if spawn {
-			s.spare = true
-		}
-		s.mu.Unlock()
-		if spawn {
-			if err := d.pool.Invoke(s); err != nil {
-				// Pool full or released: this worker carries on alone.
-				s.mu.Lock()
-				s.spare = false
-				s.mu.Unlock()
+	d.mu.Lock()
+	d.spare = false
+	d.active--
+	var orphans []*task
+	if d.active == 0 {
+		for t := d.runq.pop(); t != nil; t = d.runq.pop() {
+			if t.state.CompareAndSwap(tsQueued, tsExpired) {
+				d.live.remove(t)
+				orphans = append(orphans, t)
+			} else {
+				t.release() // answered at its deadline already
 			}
 		}
-		d.run(t)
-		s.mu.Lock()
 	}
-	s.mu.Unlock()
+	d.idleLocked()
+	d.mu.Unlock()
+	for _, t := range orphans {
+		d.answer(t.c, t.s, t.sid, t.fid, 0)
+		t.release()
+	}
 }
 
-func (d *Dispatcher) register(s *session) {
+// idleLocked wakes Wait if no worker is active. d.mu is held.
+func (d *Dispatcher) idleLocked() {
+	if d.active == 0 && d.idle != nil {
+		close(d.idle)
+		d.idle = nil
+	}
+}
+
+// work is the pool's function: it runs queued tasks, oldest first, until
+// the queue is empty. Before each task it makes sure that, if more are
+// waiting, another worker is on its way, so that a slow handler never holds
+// up the tasks behind it; with fast handlers that spare finds the queue
+// drained and leaves, and a burst costs two invocations instead of one per
+// NOTIFY.
+func (d *Dispatcher) work(struct{}) {
 	d.mu.Lock()
-	d.engines[s.engineID] = append(d.engines[s.engineID], s.c)
+	d.spare = false // this is the spare, started
+	for {
+		t := d.runq.pop()
+		if t == nil {
+			break
+		}
+		spawn := d.wantWorkerLocked()
+		d.mu.Unlock()
+		if spawn {
+			d.invoke()
+		}
+		d.run(t)
+		d.mu.Lock()
+		if t.linked {
+			d.live.remove(t)
+		}
+		// Released under the lock: off the watch list, nobody else
+		// refers to it, and a pool Put is cheap.
+		t.release()
+	}
+	d.active--
+	d.idleLocked()
 	d.mu.Unlock()
 }
 
-func (d *Dispatcher) unregister(s *session) {
+// armLocked sets the deadline watch to fire at due. d.mu is held.
+func (d *Dispatcher) armLocked(due int64) {
+	if d.closed {
+		return
+	}
+	d.watchAt = due
+	d.watch.Reset(time.Duration(due - hctx.Now()))
+}
+
+// expire is the deadline watch: it answers every task whose deadline has
+// passed and whose handlers have not returned (or not started), with the
+// error variable set to ErrCodeTimeout, and drops whatever those handlers
+// do afterwards. HAProxy thus has every answer by the deadline, and never
+// a late one (on HAProxy 2.6/3.0 a late ACK can be taken for the next event
+// of the same stream, spop.md Appendix A).
+func (d *Dispatcher) expire() {
+	type due struct {
+		c        pipeline.Conn
+		s        *session
+		sid, fid uint64
+		running  bool
+	}
+	var late []due
+	now := hctx.Now()
 	d.mu.Lock()
+	d.watchAt = 0
+	t := d.live.head
+	for t != nil && t.due <= now {
+		next := t.next
+		running := t.state.CompareAndSwap(tsRunning, tsExpired)
+		if running || t.state.CompareAndSwap(tsQueued, tsExpired) {
+			// A queued task stays in the run queue; the worker that
+			// takes it sees the state and only releases it.
+			d.live.remove(t)
+			late = append(late, due{c: t.c, s: t.s, sid: t.sid, fid: t.fid, running: running})
+		}
+		// Else its worker has answered it and is about to unlink it.
+		t = next
+	}
+	// Skip the answered tasks still linked: their workers unlink them.
+	for t != nil && t.state.Load() == tsDone {
+		t = t.next
+	}
+	if t != nil {
+		d.armLocked(max(t.due, now+int64(time.Millisecond)))
+	}
+	d.mu.Unlock()
+	for _, l := range late {
+		if ce := d.log.Check(zap.WarnLevel, "NOTIFY answered at its deadline: its handler has not returned"); ce != nil {
+			ce.Write(zap.Uint64("stream_id", l.sid), zap.Uint64("frame_id", l.fid),
+				zap.Bool("started", l.running), zap.Duration("timeout", d.cfg.Timeout))
+		}
+		d.answer(l.c, l.s, l.sid, l.fid, ErrCodeTimeout)
+	}
+}
+
+// answer sends the ACK of a NOTIFY that its handlers did not answer: no
+// actions but the error variable, set to code if code is not 0 and the
+// variable is configured. It counts the NOTIFY answered.
+func (d *Dispatcher) answer(c pipeline.Conn, s *session, sid, fid uint64, code int) {
+	var a Actions
+	ack, start := codec.BeginFrame(nil, codec.Header{Type: codec.FrameAck, Flags: codec.FlagFin, StreamID: sid, FrameID: fid})
+	a.reset(ack)
+	if ev := d.cfg.ErrorVar; code != 0 && ev.Name != "" {
+		a.SetInt(ev.Scope, ev.Name, int64(code))
+	}
+	ack = a.buf
+	_, _ = codec.FinishFrame(ack, start, codec.MaxFrameLen)
+	if !c.Reply(ack[start:]) && s.async {
+		d.forward(s, ack[start:])
+	}
+	s.wg.Done()
+}
+
+func (d *Dispatcher) register(s *session) {
+	d.engMu.Lock()
+	d.engines[s.engineID] = append(d.engines[s.engineID], s.c)
+	d.engMu.Unlock()
+}
+
+func (d *Dispatcher) unregister(s *session) {
+	d.engMu.Lock()
 	conns := d.engines[s.engineID]
 	for i, c := range conns {
 		if c == s.c {
@@ -283,7 +408,7 @@ func (d *Dispatcher) unregister(s *session) {
 	} else {
 		d.engines[s.engineID] = conns
 	}
-	d.mu.Unlock()
+	d.engMu.Unlock()
 }
 
 // Rescue sends an ACK frame that c could not deliver on another live
@@ -300,8 +425,8 @@ func (d *Dispatcher) Rescue(c pipeline.Conn, frame []byte) bool {
 // forward sends an ACK whose connection died on another connection of the
 // same engine. It reports whether one took it.
 func (d *Dispatcher) forward(s *session, frame []byte) bool {
-	d.mu.Lock()
-	defer d.mu.Unlock()
+	d.engMu.Lock()
+	defer d.engMu.Unlock()
 	for _, c := range d.engines[s.engineID] {
 		if c != s.c && c.Forward(frame) {
 			return true
@@ -310,9 +435,12 @@ func (d *Dispatcher) forward(s *session, frame []byte) bool {
 	return false
 }
 
-// run runs the handlers of one NOTIFY, encodes its ACK and replies. It owns
-// t and releases it.
+// run runs the handlers of one NOTIFY, encodes its ACK and replies, unless
+// the deadline watch answered the NOTIFY first. The caller releases t.
 func (d *Dispatcher) run(t *task) {
+	if !t.state.CompareAndSwap(tsQueued, tsRunning) {
+		return // answered at its deadline while it waited
+	}
 	s := t.s
 	ack, start := codec.BeginFrame(t.ack[:0], codec.Header{Type: codec.FrameAck, Flags: codec.FlagFin, StreamID: t.sid, FrameID: t.fid})
 	hdrEnd := len(ack)
@@ -324,6 +452,9 @@ func (d *Dispatcher) run(t *task) {
 		h, name := d.route(m.Name)
 		if h == nil {
 			continue
+		}
+		if t.state.Load() != tsRunning {
+			break // answered at its deadline: the rest would be dropped
 		}
 		t.msg.name, t.msg.m = name, m
 		var t0 time.Time
@@ -368,12 +499,13 @@ func (d *Dispatcher) run(t *task) {
 		t.rx.Release()
 		t.rx = nil
 	}
+	if !t.state.CompareAndSwap(tsRunning, tsDone) {
+		return // the deadline watch answered it meanwhile: this result is late
+	}
 	if !t.c.Reply(ack[start:]) && s.async {
 		d.forward(s, ack[start:])
 	}
 	s.wg.Done()
-	t.ctx.reset()
-	t.release()
 }
 
 // route returns the handler of a message name and the registered name.
@@ -400,7 +532,9 @@ func asPanic(err error) *PanicError {
 // reused after a failed event, so a late answer could land on the next one.
 func (d *Dispatcher) call(t *task, h Handler) (code int) {
 	mark, n := len(t.acts.buf), t.acts.n
+	ctx := d.ctxs.Get(t.s.parent, t.due)
 	defer func() {
+		ctx.Finish() // from here on it reports Canceled, or the deadline
 		if p := recover(); p != nil {
 			t.acts.buf, t.acts.n = t.acts.buf[:mark], n
 			d.log.Error("handler panicked", zap.String("message", t.msg.Name()),
@@ -408,8 +542,8 @@ func (d *Dispatcher) call(t *task, h Handler) (code int) {
 			code = ErrCodePanic
 		}
 	}()
-	err := h.HandleMessage(&t.ctx, &t.msg, &t.acts)
-	late := t.ctx.expired()
+	err := h.HandleMessage(ctx, &t.msg, &t.acts)
+	late := ctx.Expired()
 	if err == nil && !late {
 		return 0
 	}

@@ -10,8 +10,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/spoe-forge/spoe-forge/internal/hctx"
 	"github.com/spoe-forge/spoe-forge/pkg/agent"
-	"github.com/spoe-forge/spoe-forge/pkg/dispatch"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 )
@@ -34,25 +34,30 @@ func Recover() agent.Middleware {
 }
 
 // Timeout gives the handlers it wraps a deadline d from the start of the
-// message, if that is earlier than the NOTIFY's own (agent.WithTimeout). A
-// handler that returns after it gets context.DeadlineExceeded, which the
-// agent reports as error code 3. The context is changed in place: nothing is
-// allocated.
+// message, if that is earlier than the NOTIFY's own (agent.WithTimeout).
+// The inner handler gets a context of its own whose deadline is fixed for
+// its life (the outer context is never changed: a handler or library that
+// read its deadline keeps a true answer), and which is cancelled when the
+// inner handler returns. A handler that returns after d gets
+// context.DeadlineExceeded, which the agent reports as error code 3.
+//
+// The inner context costs a fraction of an allocation (contexts are carved
+// from slabs), plus a channel and a timer if the handler asks for Done.
 func Timeout(d time.Duration) agent.Middleware {
 	return func(next agent.Handler) agent.Handler {
+		var ctxs hctx.Alloc
 		return agent.HandlerFunc(func(ctx context.Context, m *agent.Message, a *agent.Actions) error {
-			old, ok := dispatch.ShortenDeadline(ctx, d)
-			if !ok {
-				// Not an agent's context (a test calling the handler directly).
-				var cancel context.CancelFunc
-				ctx, cancel = context.WithTimeout(ctx, d)
-				defer cancel()
-			} else {
-				defer dispatch.RestoreDeadline(ctx, old)
+			due := hctx.Now() + int64(d)
+			if pd, ok := ctx.Deadline(); ok && hctx.Since(pd) <= due {
+				// The outer deadline comes first: ctx already is the
+				// context the handler needs, and the agent reports its
+				// expiry.
+				return next.HandleMessage(ctx, m, a)
 			}
-			start := time.Now()
-			err := next.HandleMessage(ctx, m, a)
-			if err == nil && time.Since(start) >= d {
+			c := ctxs.Get(ctx, due)
+			defer c.Finish()
+			err := next.HandleMessage(c, m, a)
+			if err == nil && c.Expired() {
 				err = context.DeadlineExceeded
 			}
 			return err
