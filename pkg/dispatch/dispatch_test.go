@@ -298,7 +298,6 @@ func TestAsyncForward(t *testing.T) {
 	assert.Empty(t, a.Actions, "an async handler's context is not cancelled with its connection")
 }
 
-
 func TestConfigErrors(t *testing.T) {
 	_, err := New(Config{ErrorVar: Var{Scope: 9, Name: "x"}})
 	require.ErrorIs(t, err, codec.ErrBadScope)
