@@ -170,7 +170,55 @@ func (c *Ctx) Deadline() (time.Time, bool) { return Time(c.due), true }
 
 // Value implements context.Context: values come from the parent (the
 // agent's base context), during the handler and after.
-func (c *Ctx) Value(key any) any { return c.parent.Value(key) }
+//
+// The one key it does not pass on is the one through which the context
+// package finds the nearest of its own cancelable contexts (for
+// context.Cause, and to hook children onto it): that would be the
+// connection's, which does not end when the handler does, so Cause would
+// report the connection's state instead of this context's. Without it,
+// Cause reports Err, and children register through AfterFunc.
+func (c *Ctx) Value(key any) any {
+	if key == cancelCtxKey && key != nil {
+		return nil
+	}
+	return c.parent.Value(key)
+}
+
+// cancelCtxKey is the context package's private key for "the nearest
+// cancelable context of mine", found once at start-up by watching what
+// context.Cause asks a context for, and checked against a real one. Never
+// written again. If a future Go finds it differently, it stays nil and
+// Value passes every key on (Cause then reports the connection's cause; a
+// test catches that).
+var cancelCtxKey = findCancelCtxKey()
+
+type keyProbe struct {
+	context.Context
+	key any
+}
+
+func (p *keyProbe) Err() error { return context.Canceled }
+
+func (p *keyProbe) Value(k any) any {
+	if p.key == nil {
+		p.key = k
+	}
+	return nil
+}
+
+func findCancelCtxKey() any {
+	p := &keyProbe{Context: context.Background()}
+	_ = context.Cause(p)
+	if p.key == nil {
+		return nil
+	}
+	cc, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	if cc.Value(p.key) != any(cc) {
+		return nil
+	}
+	return p.key
+}
 
 // Err implements context.Context. Once it returns an error it returns the
 // same one forever.
