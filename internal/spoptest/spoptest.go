@@ -6,8 +6,10 @@ package spoptest
 import (
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"io"
 	"net"
+	"sync"
 	"testing"
 	"time"
 
@@ -221,4 +223,138 @@ func (c *Client) RoundTrip(frame, buf []byte) int {
 		panic(err)
 	}
 	return n
+}
+
+// LoadStats is what Pipeline saw on one connection.
+type LoadStats struct {
+	Sent, Acked int
+	// Latency of each ACK, NOTIFY written to ACK read, in arrival order.
+	Latency []time.Duration
+	// Unmatched counts ACKs for no NOTIFY in flight (a second ACK, or
+	// invented ids).
+	Unmatched int
+}
+
+// Pipeline plays HAProxy on one new connection to addr: a HELLO offering
+// pipelining, then NOTIFYs with stream-ids 1, 2, 3... (frame-id 1), built by
+// frame(sid), keeping depth of them in flight, until stop is closed; then it
+// waits for the ACKs of those in flight and closes. onAck, if not nil, is
+// called with each ACK and its NOTIFY's stream-id. It is safe to call from
+// any goroutine (it never fails the test itself) and returns the first
+// error: a DISCONNECT, a read or write error, or an ACK missing 5 s after
+// stop.
+func Pipeline(addr string, depth int, stop <-chan struct{}, frame func(sid uint64) []byte, onAck func(sid uint64, f codec.Frame)) (LoadStats, error) {
+	var st LoadStats
+	nc, err := net.DialTimeout("tcp", addr, Timeout)
+	if err != nil {
+		return st, err
+	}
+	defer nc.Close()
+	c := &Client{NC: nc}
+	if _, err := nc.Write(HelloFrame("pipelining", codec.DefaultMaxFrameSize)); err != nil {
+		return st, err
+	}
+	f, err := c.TryReadFrame()
+	if err != nil {
+		return st, err
+	}
+	if f.Type != codec.FrameAgentHello {
+		return st, errors.New("spoptest: no AGENT-HELLO")
+	}
+	var mu sync.Mutex // guards inflight and st.Sent between writer and reader
+	inflight := make(map[uint64]time.Time, depth)
+	slots := make(chan struct{}, depth)
+	tokens := make(chan struct{}, depth) // one per NOTIFY written: an ACK to read
+	writeErr := make(chan error, 1)
+	writerDone := make(chan struct{})
+	go func() {
+		defer close(writerDone)
+		for sid := uint64(1); ; sid++ {
+			select {
+			case <-stop:
+				return
+			case slots <- struct{}{}:
+			}
+			b := frame(sid)
+			mu.Lock()
+			inflight[sid] = time.Now()
+			st.Sent++
+			mu.Unlock()
+			_ = nc.SetWriteDeadline(time.Now().Add(Timeout))
+			if _, err := nc.Write(b); err != nil {
+				writeErr <- err
+				return
+			}
+			tokens <- struct{}{}
+		}
+	}()
+	readAck := func() error {
+		for {
+			f, err := c.TryReadFrame()
+			if err != nil {
+				return err
+			}
+			if f.Type == codec.FrameAgentDisconnect {
+				var d codec.Disconnect
+				_ = d.Decode(f.Payload)
+				return fmt.Errorf("spoptest: AGENT-DISCONNECT %d: %s", d.Status, d.Message)
+			}
+			if f.Type != codec.FrameAck {
+				continue
+			}
+			mu.Lock()
+			at, ok := inflight[f.StreamID]
+			delete(inflight, f.StreamID)
+			mu.Unlock()
+			if !ok {
+				st.Unmatched++
+				continue
+			}
+			st.Acked++
+			st.Latency = append(st.Latency, time.Since(at))
+			if onAck != nil {
+				onAck(f.StreamID, f)
+			}
+			<-slots
+			return nil
+		}
+	}
+	var rerr error
+	finished := false
+	for !finished && rerr == nil {
+		select {
+		case <-tokens:
+			rerr = readAck()
+		case <-writerDone:
+			finished = true
+			for len(tokens) > 0 && rerr == nil {
+				<-tokens
+				rerr = readAck()
+			}
+		}
+	}
+	if rerr != nil {
+		_ = nc.Close() // the writer's next write fails
+		go func() { // and it must not wait for a slot or a token meanwhile
+			for {
+				select {
+				case <-slots:
+				case <-tokens:
+				case <-writerDone:
+					return
+				}
+			}
+		}()
+	}
+	<-writerDone
+	select {
+	case err := <-writeErr:
+		if rerr == nil {
+			rerr = err
+		}
+	default:
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	return st, rerr
 }
