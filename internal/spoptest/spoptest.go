@@ -335,7 +335,7 @@ func Pipeline(addr string, depth int, stop <-chan struct{}, frame func(sid uint6
 	}
 	if rerr != nil {
 		_ = nc.Close() // the writer's next write fails
-		go func() { // and it must not wait for a slot or a token meanwhile
+		go func() {    // and it must not wait for a slot or a token meanwhile
 			for {
 				select {
 				case <-slots:
