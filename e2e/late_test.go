@@ -2,33 +2,50 @@ package e2e
 
 import (
 	"context"
+	"fmt"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/spoe-forge/spoe-forge/internal/haproxytest"
 	"github.com/spoe-forge/spoe-forge/pkg/agent"
+	"github.com/spoe-forge/spoe-forge/pkg/codec"
+	"github.com/spoe-forge/spoe-forge/pkg/observe"
 	"github.com/stretchr/testify/require"
 )
 
-// TestE2E_ErrorVarLateReturn: a handler that ignores its context, works past
-// agent.WithTimeout and then returns nil must still be reported with error
-// code 3: agent.WithErrorVar documents "3 it hit its deadline", and
-// dispatch.ErrCodeTimeout "the handler returned after its deadline, or with
-// a context error". The ACK still arrives before HAProxy's timeout
-// processing, so HAProxy applies whatever it carries.
-func TestE2E_ErrorVarLateReturn(t *testing.T) {
+// ackCounter counts the ACK frames an agent queues for sending.
+type ackCounter struct {
+	observe.Nop
+	acks atomic.Int64
+}
+
+func (o *ackCounter) FrameOut(t codec.FrameType, _ int) {
+	if t == codec.FrameAck {
+		o.acks.Add(1)
+	}
+}
+
+// TestE2E_LateHandlerAnsweredAtDeadline: a handler that ignores its context
+// and works past agent.WithTimeout gets its NOTIFY answered at the deadline,
+// with error code 3 and none of its actions, long before it returns; when it
+// does return, nothing more is sent.
+func TestE2E_LateHandlerAnsweredAtDeadline(t *testing.T) {
 	forEachVersion(t, func(t *testing.T, v haproxytest.Version, bin string) {
 		const timeout = 200 * time.Millisecond
+		var obs ackCounter
+		returned := make(chan struct{})
 		ta := startAgent(t, func(a *agent.Agent) {
 			a.Message("e2e-late", func(ctx context.Context, m *agent.Message, act *agent.Actions) error {
-				// Slow work that does not watch ctx: it ends 150 ms past the
-				// deadline, then reports success.
+				defer close(returned)
+				// Slow work that does not watch ctx: it ends 300 ms past
+				// the deadline, then reports success.
 				d, _ := ctx.Deadline()
-				time.Sleep(time.Until(d) + 150*time.Millisecond)
+				time.Sleep(time.Until(d) + 300*time.Millisecond)
 				act.SetString(agent.ScopeTransaction, "before", "late")
 				return nil
 			})
-		}, agent.WithErrorVar(agent.ScopeTransaction, "error"), agent.WithTimeout(timeout))
+		}, agent.WithErrorVar(agent.ScopeTransaction, "error"), agent.WithTimeout(timeout), agent.WithObserver(&obs))
 		c := &hapConfig{
 			V: v, FEPort: haproxytest.FreePort(t), AgentAddr: ta.Addr, Check: true,
 			Messages: "e2e-late",
@@ -47,12 +64,93 @@ spoe-message e2e-late
 		r := mustDo(t, cl, "GET", c.URL("/late"), nil, nil)
 		took := time.Since(start)
 		require.Equal(t, 200, r.Status, r.Body)
-		require.GreaterOrEqual(t, took, timeout+150*time.Millisecond)
-		require.Less(t, took, 2*time.Second, "the ACK arrived before HAProxy's timeout processing")
+		require.GreaterOrEqual(t, took, timeout)
+		require.Less(t, took, timeout+250*time.Millisecond, "answered at the deadline, not when the handler returned")
 		require.Equal(t, "ABSENT", r.Vars()["spoe_err"])
-		require.Equal(t, "ABSENT", r.Vars()["before"], "a late handler's actions are dropped as stale")
-		require.Equal(t, "3", r.Vars()["error"],
-			"a handler that returned %v after its %v deadline must be reported as ErrCodeTimeout (3); HAProxy saw:\n%s",
-			took-timeout, timeout, r.Body)
+		require.Equal(t, "ABSENT", r.Vars()["before"], "a late handler's actions are dropped")
+		require.Equal(t, "3", r.Vars()["error"], "HAProxy saw:\n%s", r.Body)
+		<-returned
+		time.Sleep(100 * time.Millisecond)
+		require.Equal(t, int64(1), obs.acks.Load(), "the handler's late result was sent as a second ACK")
+	})
+}
+
+// TestE2E_LateHandlerDoesNotAnswerTheNextEvent guards spop.md Appendix A:
+// on HAProxy 2.6/3.0 an event that failed on timeout leaves its stream's
+// frame-id unchanged, so the next event of the stream (here the response
+// event, with "option continue-on-error") has the same stream-id and
+// frame-id, and a late ACK for the first would be taken as the second's
+// answer. The request handler runs past HAProxy's own "timeout
+// processing"; the agent answers it at its deadline (below timeout
+// processing) and never late, so the response event gets its own answer.
+// With the earlier rule (ACK when the handler returns), run against 2.6, 3.0
+// and 3.2, the response event lost its answer on all three (X-Resp ABSENT,
+// X-Error 3 from the late ACK, X-Spoe-Err 1 from HAProxy's timeout).
+func TestE2E_LateHandlerDoesNotAnswerTheNextEvent(t *testing.T) {
+	forEachVersion(t, func(t *testing.T, v haproxytest.Version, bin string) {
+		const (
+			timeout    = 1800 * time.Millisecond // below timeout processing 2s
+			reqTakes   = 2500 * time.Millisecond // past timeout processing
+			respTakes  = time.Second             // the late ACK would come in its wait
+			processing = "2s"
+		)
+		var obs ackCounter
+		reqDone := make(chan struct{})
+		ta := startAgent(t, func(a *agent.Agent) {
+			a.Message("e2e-req", func(ctx context.Context, m *agent.Message, act *agent.Actions) error {
+				defer close(reqDone)
+				time.Sleep(reqTakes) // ignores ctx
+				act.SetString(agent.ScopeTransaction, "req", "late")
+				return nil
+			})
+			a.Message("e2e-resp", func(ctx context.Context, m *agent.Message, act *agent.Actions) error {
+				time.Sleep(respTakes)
+				act.SetString(agent.ScopeTransaction, "resp", "ok")
+				return nil
+			})
+		}, agent.WithErrorVar(agent.ScopeTransaction, "error"), agent.WithTimeout(timeout), agent.WithObserver(&obs))
+		appPort := haproxytest.FreePort(t)
+		c := &hapConfig{
+			V: v, FEPort: haproxytest.FreePort(t), AgentAddr: ta.Addr, Check: true,
+			Messages:   "e2e-req e2e-resp",
+			Processing: processing,
+			AgentLines: "    option continue-on-error",
+			SPOE: `
+spoe-message e2e-req
+    args path=path
+    event on-frontend-http-request
+
+spoe-message e2e-resp
+    args status=status
+    event on-http-response
+`,
+			Frontend: `
+    http-response set-header X-Error "%[var(txn.e2e.error,ABSENT)]"
+    http-response set-header X-Spoe-Err "%[var(txn.e2e.spoe_err,ABSENT)]"
+    http-response set-header X-Req "%[var(txn.e2e.req,ABSENT)]"
+    http-response set-header X-Resp "%[var(txn.e2e.resp,ABSENT)]"
+    use_backend be_app
+`,
+			Extra: fmt.Sprintf(`
+frontend fe_app
+    bind 127.0.0.1:%d
+    http-request return status 200 content-type text/plain string "app\n"
+
+backend be_app
+    server app1 127.0.0.1:%d
+`, appPort, appPort),
+		}
+		startHAProxy(t, bin, c)
+		cl := newClient(t, 1)
+		r := mustDo(t, cl, "GET", c.URL("/"), nil, nil)
+		require.Equal(t, 200, r.Status, r.Body)
+		h := func(k string) string { return r.Header.Get(k) }
+		require.Equal(t, "ok", h("X-Resp"), "the response event lost its answer (X-Error=%s X-Spoe-Err=%s)", h("X-Error"), h("X-Spoe-Err"))
+		require.Equal(t, "3", h("X-Error"), "the request event is answered at the agent's deadline")
+		require.Equal(t, "ABSENT", h("X-Spoe-Err"), "HAProxy never timed out")
+		require.Equal(t, "ABSENT", h("X-Req"))
+		<-reqDone
+		time.Sleep(100 * time.Millisecond)
+		require.Equal(t, int64(2), obs.acks.Load(), "one ACK per event, none late")
 	})
 }

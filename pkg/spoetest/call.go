@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/spoe-forge/spoe-forge/internal/hctx"
 	"github.com/spoe-forge/spoe-forge/pkg/agent"
 	"github.com/spoe-forge/spoe-forge/pkg/codec"
 	"github.com/spoe-forge/spoe-forge/pkg/dispatch"
@@ -74,14 +75,17 @@ const ackLimit = codec.DefaultMaxFrameSize - 1
 const poison = 0xA5
 
 // Call runs the handler h on m, in process, as the agent would: m is
-// encoded as a NOTIFY message and decoded back, h runs with a context whose
-// deadline is ctx's, or agent.DefaultTimeout from now if ctx has none, and
-// the actions h adds are encoded and decoded as the ACK would carry them.
-// A panic in h is recovered into the Result.
+// encoded as a NOTIFY message and decoded back, h runs with the agent's own
+// context type, whose deadline is ctx's, or agent.DefaultTimeout from now if
+// ctx has none, and whose values come from ctx; the actions h adds are
+// encoded and decoded as the ACK would carry them. A panic in h is
+// recovered into the Result.
 //
-// Once h has returned, the frame m was decoded from is overwritten, as the
-// agent's pooled frames are: a handler that kept a []byte of its message
-// past its return sees garbage, in tests as in production.
+// Once h has returned, its context is cancelled (Err reports
+// context.Canceled, or DeadlineExceeded if h was late), and the frame m was
+// decoded from is overwritten, as the agent's pooled frames are: a handler
+// that kept a []byte of its message past its return sees garbage, in tests
+// as in production.
 //
 // Call fails only when m cannot be encoded (more than 255 arguments). A
 // handler method value (h.HandleMessage) is an agent.HandlerFunc too.
@@ -94,22 +98,22 @@ func Call(ctx context.Context, h agent.HandlerFunc, m Message) (*Result, error) 
 	if err := n.Decode(payload); err != nil || len(n.Messages) != 1 {
 		return nil, fmt.Errorf("spoetest: message %q does not decode back: %w", m.Name, err)
 	}
-	if _, ok := ctx.Deadline(); !ok {
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, agent.DefaultTimeout)
-		defer cancel()
+	deadline, ok := ctx.Deadline()
+	if !ok {
+		deadline = time.Now().Add(agent.DefaultTimeout)
 	}
-	deadline, _ := ctx.Deadline()
+	hc := hctx.New(ctx, deadline)
 	msg := dispatch.NewMessage(m.Name, &n.Messages[0])
 	acts := dispatch.NewActions()
 	res := &Result{}
 	func() {
 		defer func() { res.Panic = recover() }()
-		res.Err = h(ctx, msg, acts)
+		res.Err = h(hc, msg, acts)
 	}()
 	if res.Panic == nil {
-		res.Late = !time.Now().Before(deadline)
+		res.Late = hc.Expired()
 	}
+	hc.Finish()
 	for i := range payload {
 		payload[i] = poison
 	}

@@ -310,3 +310,49 @@ func TestActions(t *testing.T) {
 		require.Equal(t, "unset-var txn.gone", as[7].String())
 	})
 }
+
+type callKey struct{}
+
+// TestCall_ContextAfterReturn: Call hands the handler the agent's own
+// context type, so what production does to a context kept past the handler
+// shows in unit tests too: cancelled at return, values kept, derivable.
+func TestCall_ContextAfterReturn(t *testing.T) {
+	parent := context.WithValue(context.Background(), callKey{}, "v")
+	var kept context.Context
+	var derived context.Context
+	res, err := spoetest.Call(parent, func(ctx context.Context, m *agent.Message, act *agent.Actions) error {
+		kept = ctx
+		var cancel context.CancelFunc
+		derived, cancel = context.WithTimeout(ctx, time.Hour)
+		_ = cancel // deliberately left to the handler's end, which must cancel it
+		require.NoError(t, ctx.Err())
+		return nil
+	}, spoetest.NewMessage("m"))
+	require.NoError(t, err)
+	require.Zero(t, res.Code())
+	require.ErrorIs(t, kept.Err(), context.Canceled)
+	select {
+	case <-kept.Done():
+	default:
+		t.Fatal("the handler's context is not done after Call returned")
+	}
+	require.Equal(t, "v", kept.Value(callKey{}))
+	select {
+	case <-derived.Done():
+	case <-time.After(5 * time.Second):
+		t.Fatal("a context derived in the handler outlived it")
+	}
+	require.ErrorIs(t, derived.Err(), context.Canceled)
+}
+
+func TestCall_ContextDeadline(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Millisecond)
+	defer cancel()
+	res, err := spoetest.Call(ctx, func(ctx context.Context, m *agent.Message, act *agent.Actions) error {
+		<-ctx.Done()
+		return ctx.Err()
+	}, spoetest.NewMessage("m"))
+	require.NoError(t, err)
+	require.True(t, res.Late)
+	require.Equal(t, agent.ErrCodeTimeout, res.Code())
+}
