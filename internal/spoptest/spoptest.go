@@ -239,11 +239,12 @@ type LoadStats struct {
 // pipelining, then NOTIFYs with stream-ids 1, 2, 3... (frame-id 1), built by
 // frame(sid), keeping depth of them in flight, until stop is closed; then it
 // waits for the ACKs of those in flight and closes. onAck, if not nil, is
-// called with each ACK and its NOTIFY's stream-id. It is safe to call from
+// called with each ACK, its NOTIFY's stream-id and the time from the
+// NOTIFY's write to the ACK's read. It is safe to call from
 // any goroutine (it never fails the test itself) and returns the first
 // error: a DISCONNECT, a read or write error, or an ACK missing 5 s after
 // stop.
-func Pipeline(addr string, depth int, stop <-chan struct{}, frame func(sid uint64) []byte, onAck func(sid uint64, f codec.Frame)) (LoadStats, error) {
+func Pipeline(addr string, depth int, stop <-chan struct{}, frame func(sid uint64) []byte, onAck func(sid uint64, f codec.Frame, latency time.Duration)) (LoadStats, error) {
 	var st LoadStats
 	nc, err := net.DialTimeout("tcp", addr, Timeout)
 	if err != nil {
@@ -311,9 +312,10 @@ func Pipeline(addr string, depth int, stop <-chan struct{}, frame func(sid uint6
 				continue
 			}
 			st.Acked++
-			st.Latency = append(st.Latency, time.Since(at))
+			lat := time.Since(at)
+			st.Latency = append(st.Latency, lat)
 			if onAck != nil {
-				onAck(f.StreamID, f)
+				onAck(f.StreamID, f, lat)
 			}
 			<-slots
 			return nil

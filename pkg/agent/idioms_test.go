@@ -204,7 +204,7 @@ func TestHandlerContextIdioms(t *testing.T) {
 			stale.later(ctx, id.name, returned)
 			defer func() {
 				dl, _ := ctx.Deadline()
-				returned <- time.Until(dl) > 5*time.Millisecond
+				returned <- time.Until(dl) > 20*time.Millisecond
 			}()
 			act.SetInt(agent.ScopeTransaction, "ok", 1)
 			return id.fn(&stale, ctx)
@@ -217,7 +217,7 @@ func TestHandlerContextIdioms(t *testing.T) {
 	}
 	addr := start(t, a)
 
-	var wrong atomic.Int64
+	var wrong, overloaded atomic.Int64
 	var wrongMu sync.Mutex
 	var wrongs []string
 	stop := make(chan struct{})
@@ -230,7 +230,7 @@ func TestHandlerContextIdioms(t *testing.T) {
 			stats[i], err = spoptest.Pipeline(addr, 64, stop, func(sid uint64) []byte {
 				r := routes[sid%uint64(len(routes))]
 				return spoptest.NotifyFrame(sid, 1, spoptest.Msg{Name: r.name, Args: []codec.Arg{spoptest.A("sid", codec.Int64(int64(sid)))}})
-			}, func(sid uint64, f codec.Frame) {
+			}, func(sid uint64, f codec.Frame, latency time.Duration) {
 				r := routes[sid%uint64(len(routes))]
 				var acts codec.Ack
 				if err := acts.Decode(f.Payload); err != nil {
@@ -242,6 +242,13 @@ func TestHandlerContextIdioms(t *testing.T) {
 					if string(act.Name) == "err" {
 						code, ok = act.Value.Int()
 					}
+				}
+				if r.code == 0 && code == agent.ErrCodeTimeout && latency >= timeout {
+					// Under overload (-race on two shared cores) a fast
+					// handler's NOTIFY can wait past its deadline in the
+					// queue: then a timeout is the right answer.
+					overloaded.Add(1)
+					return
 				}
 				if int(code) != r.code || ok != (r.code != 0) {
 					wrong.Add(1)
@@ -263,7 +270,8 @@ func TestHandlerContextIdioms(t *testing.T) {
 		acked += s.Acked
 		unmatched += s.Unmatched
 	}
-	t.Logf("%d NOTIFYs in %v over 16 connections x 64 in flight, %d stale-context checks", total, dur, stale.n.Load())
+	t.Logf("%d NOTIFYs in %v over 16 connections x 64 in flight, %d stale-context checks, %d fast NOTIFYs that queued past their deadline",
+		total, dur, stale.n.Load(), overloaded.Load())
 	assert.Equal(t, total, acked, "every NOTIFY answered")
 	assert.Zero(t, unmatched, "no second ACK")
 	assert.Zero(t, wrong.Load(), "ACKs with the wrong error code: %v", wrongs)

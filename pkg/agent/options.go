@@ -42,8 +42,10 @@ const (
 	DefaultMaxInFlight = 64
 	// DefaultWorkers is the capacity of the handler pool.
 	DefaultWorkers = 1024
-	// DefaultTimeout is the per-NOTIFY deadline of handlers' contexts.
-	DefaultTimeout = time.Second
+	// DefaultTimeout is the per-NOTIFY deadline of handlers' contexts. It
+	// must stay below HAProxy's "timeout processing" with room for queueing
+	// and the network: the shipped configurations use 500 ms or more.
+	DefaultTimeout = 200 * time.Millisecond
 	// DefaultMaxMessageSize bounds a reassembled fragmented NOTIFY.
 	DefaultMaxMessageSize = 1 << 20
 	// DefaultHelloTimeout bounds the wait for HAProxy's HELLO.
@@ -78,8 +80,16 @@ func WithWorkers(n int) Option { return func(c *config) { c.workers = n } }
 // WithMaxMessageSize bounds a NOTIFY reassembled from fragments.
 func WithMaxMessageSize(n int) Option { return func(c *config) { c.maxMessageSize = n } }
 
-// WithTimeout sets the per-NOTIFY deadline of handlers' contexts. Keep it
-// below HAProxy's "timeout processing": an ACK that arrives later is ignored.
+// WithTimeout sets the per-NOTIFY deadline (default 200 ms): handlers'
+// contexts end then, and a NOTIFY whose handlers have not returned by then is
+// answered at once with no actions but the error variable (code 3); what
+// its handlers do afterwards is dropped. The agent never answers after the
+// deadline, because HAProxy 2.6/3.0 can take a late ACK for the next event of
+// the same stream.
+//
+// Keep it below HAProxy's "timeout processing", with room for queueing and
+// the network (half of it is a good start): a NOTIFY answered after that is
+// an error for HAProxy ("set-on-error" 1) whatever the agent says.
 func WithTimeout(d time.Duration) Option { return func(c *config) { c.timeout = d } }
 
 // WithHelloTimeout bounds the wait for HAProxy's HELLO on a new connection.

@@ -56,7 +56,7 @@ type Var struct {
 // Defaults for zero Config fields.
 const (
 	DefaultWorkers        = 1024
-	DefaultTimeout        = time.Second
+	DefaultTimeout        = 200 * time.Millisecond
 	DefaultMaxMessageSize = 1 << 20
 )
 
