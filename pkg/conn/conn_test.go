@@ -4,6 +4,7 @@ import (
 	"errors"
 	"io"
 	"net"
+	"sync"
 	"sync/atomic"
 	"syscall"
 	"testing"
@@ -296,5 +297,147 @@ func TestWriteFailureIsNotAReadTimeout(t *testing.T) {
 		assert.NotEqual(t, codec.StatusTimeout, codec.StatusOf(err), "%v", err)
 	case <-time.After(5 * time.Second):
 		t.Fatal("the connection did not end")
+	}
+}
+
+// holdThenFail lets the first write through (the AGENT-HELLO), holds the
+// second until release is closed, then fails it and every later one with
+// EPIPE.
+type holdThenFail struct {
+	net.Conn
+	writes  atomic.Int32
+	holding chan struct{} // closed when the second write starts
+	release chan struct{}
+}
+
+func (c *holdThenFail) Write(b []byte) (int, error) {
+	if c.writes.Add(1) == 1 {
+		return c.Conn.Write(b)
+	}
+	select {
+	case <-c.holding:
+	default:
+		close(c.holding)
+	}
+	<-c.release
+	return 0, &net.OpError{Op: "write", Net: "tcp", Err: syscall.EPIPE}
+}
+
+// countingDispatcher is echoDispatcher that counts the ACKs it queued.
+type countingDispatcher struct{ replied atomic.Int32 }
+
+func (d *countingDispatcher) Serve(c pipeline.Conn, in <-chan *pipeline.Batch) {
+	for b := range in {
+		for _, f := range b.Frames {
+			if f.Type == codec.FrameNotify && f.Flags.Fin() && c.Acquire() {
+				c.Reply(codec.AppendAck(nil, f.StreamID, f.FrameID, nil))
+				d.replied.Add(1)
+			}
+		}
+		b.Recycle()
+	}
+}
+
+// TestFailedWriteRescuesEveryACK: ACKs queued while a write is failing are
+// handed to Rescue (async: another connection of the engine sends them),
+// not only those of the batch that failed. Before the fix, the ACKs taken
+// after the failure went back to the pool unsent.
+func TestFailedWriteRescuesEveryACK(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	w := &holdThenFail{holding: make(chan struct{}), release: make(chan struct{})}
+	var mu sync.Mutex
+	var rescued []uint64
+	d := &countingDispatcher{}
+	res := make(chan error, 1)
+	go func() {
+		nc, err := l.Accept()
+		_ = l.Close()
+		if err != nil {
+			res <- err
+			return
+		}
+		w.Conn = nc
+		cfg := &Config{Rescue: func(_ *Conn, frame []byte) {
+			f, err := codec.ParseFrame(frame[codec.LengthPrefixLen:])
+			if err == nil {
+				mu.Lock()
+				rescued = append(rescued, f.StreamID)
+				mu.Unlock()
+			}
+		}}
+		res <- New(w, cfg, d).Serve()
+	}()
+	c := spoptest.Dial(t, l.Addr().String())
+	defer c.NC.Close()
+	c.Hello("pipelining", 16380)
+	c.Notify(1, 1, spoptest.Msg{Name: "m"})
+	<-w.holding // the first ACK's write is in progress
+	for sid := uint64(2); sid <= 5; sid++ {
+		c.Notify(sid, 1, spoptest.Msg{Name: "m"})
+	}
+	require.Eventually(t, func() bool { return d.replied.Load() == 5 }, 5*time.Second, time.Millisecond)
+	close(w.release) // the write fails; ACKs 2-5 wait in the outbox
+	select {
+	case err := <-res:
+		require.ErrorIs(t, err, syscall.EPIPE)
+	case <-time.After(5 * time.Second):
+		t.Fatal("the connection did not end")
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	assert.ElementsMatch(t, []uint64{1, 2, 3, 4, 5}, rescued)
+}
+
+// TestIdleTimeoutDoesNotKeepAFailedConnectionReading: after a failed write
+// the reader must stop at once, even with an idle timeout and a peer that
+// keeps sending. The reader used to re-arm the idle deadline on every read,
+// overriding the writer's "stop now", so the connection read on for as
+// long as the peer wrote.
+func TestIdleTimeoutDoesNotKeepAFailedConnectionReading(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	w := &holdThenFail{holding: make(chan struct{}), release: make(chan struct{})}
+	close(w.release) // every write after the HELLO fails at once
+	res := make(chan error, 1)
+	go func() {
+		nc, err := l.Accept()
+		_ = l.Close()
+		if err != nil {
+			res <- err
+			return
+		}
+		w.Conn = nc
+		res <- New(w, &Config{IdleTimeout: 10 * time.Second}, &countingDispatcher{}).Serve()
+	}()
+	c := spoptest.Dial(t, l.Addr().String())
+	c.Hello("pipelining", 16380)
+	stop := make(chan struct{})
+	sent := make(chan struct{})
+	go func() { // a peer that keeps sending as fast as it can, never reading
+		defer close(sent)
+		one := spoptest.NotifyFrame(1, 1, spoptest.Msg{Name: "m"})
+		var frame []byte
+		for range 100 {
+			frame = append(frame, one...)
+		}
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			_ = c.NC.SetWriteDeadline(time.Now().Add(time.Second))
+			if _, err := c.NC.Write(frame); err != nil {
+				return
+			}
+		}
+	}()
+	defer func() { close(stop); <-sent; _ = c.NC.Close() }()
+	select {
+	case err := <-res:
+		require.ErrorIs(t, err, syscall.EPIPE)
+	case <-time.After(3 * time.Second):
+		t.Fatal("the connection kept reading after its write failed")
 	}
 }
