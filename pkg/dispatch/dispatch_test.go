@@ -338,3 +338,28 @@ func TestSlowHandlerDoesNotHoldUpTheQueue(t *testing.T) {
 	fr, _ := decodeAck(t, c.acks[30])
 	assert.Equal(t, uint64(0), fr.StreamID, "the slow one answers last")
 }
+
+// TestRunQueueBounded: the run queue's memory follows the most tasks queued
+// at once, however long a backlog lasts (the per-connection queue it
+// replaced compacted only when it emptied, so a backlog that never drained
+// grew it without bound).
+func TestRunQueueBounded(t *testing.T) {
+	var r ring
+	tasks := make([]*task, 100)
+	for i := range tasks {
+		tasks[i] = &task{}
+	}
+	for i := range 20 {
+		r.push(tasks[i])
+	}
+	for i := range 1_000_000 { // never empties: 20 to 21 queued
+		r.push(tasks[(20+i)%100])
+		require.Same(t, tasks[i%100], r.pop())
+	}
+	assert.Equal(t, 20, r.n)
+	assert.LessOrEqual(t, len(r.buf), 64)
+	for r.n < 100 {
+		r.push(tasks[r.n])
+	}
+	assert.Equal(t, 128, len(r.buf), "it grows by doubling when full")
+}
