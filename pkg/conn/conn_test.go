@@ -302,9 +302,10 @@ func TestWriteFailureIsNotAReadTimeout(t *testing.T) {
 
 // holdThenFail lets the first write through (the AGENT-HELLO), holds the
 // second until release is closed, then fails it and every later one with
-// EPIPE.
+// EPIPE, or, with succeed, lets them all through.
 type holdThenFail struct {
 	net.Conn
+	succeed bool
 	writes  atomic.Int32
 	holding chan struct{} // closed when the second write starts
 	release chan struct{}
@@ -320,6 +321,9 @@ func (c *holdThenFail) Write(b []byte) (int, error) {
 		close(c.holding)
 	}
 	<-c.release
+	if c.succeed {
+		return c.Conn.Write(b)
+	}
 	return 0, &net.OpError{Op: "write", Net: "tcp", Err: syscall.EPIPE}
 }
 
@@ -440,4 +444,43 @@ func TestIdleTimeoutDoesNotKeepAFailedConnectionReading(t *testing.T) {
 	case <-time.After(3 * time.Second):
 		t.Fatal("the connection kept reading after its write failed")
 	}
+}
+
+// TestOneWritePerBatch: the writer takes everything queued since its last
+// write and sends it with one write call. While one write is in progress,
+// 49 ACKs are queued; they leave together in the next call: three calls in
+// all (the AGENT-HELLO, the first ACK, the other 49).
+func TestOneWritePerBatch(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	w := &holdThenFail{succeed: true, holding: make(chan struct{}), release: make(chan struct{})}
+	d := &countingDispatcher{}
+	res := make(chan error, 1)
+	go func() {
+		nc, err := l.Accept()
+		_ = l.Close()
+		if err != nil {
+			res <- err
+			return
+		}
+		w.Conn = nc
+		res <- New(w, &Config{}, d).Serve()
+	}()
+	c := spoptest.Dial(t, l.Addr().String())
+	c.Hello("pipelining", 16380)
+	c.Notify(1, 1, spoptest.Msg{Name: "m"})
+	<-w.holding
+	var burst []byte
+	for sid := uint64(2); sid <= 50; sid++ {
+		burst = append(burst, spoptest.NotifyFrame(sid, 1, spoptest.Msg{Name: "m"})...)
+	}
+	c.Write(burst)
+	require.Eventually(t, func() bool { return d.replied.Load() == 50 }, 5*time.Second, time.Millisecond)
+	close(w.release)
+	for range 50 {
+		c.ReadAck()
+	}
+	assert.Equal(t, int32(3), w.writes.Load(), "write calls: HELLO, the first ACK, then the 49 queued meanwhile")
+	_ = c.NC.Close()
+	<-res
 }
