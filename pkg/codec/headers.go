@@ -100,7 +100,7 @@ func (it *HeaderIter) Next() bool {
 		case len(value) != 0:
 			return it.stop(&HeadersError{Offset: it.off, Reason: "empty header name with a non-empty value"})
 		case it.off+n+m != len(it.block):
-			return it.stop(&HeadersError{Offset: it.off + n + m, Reason: strconv.Itoa(len(it.block)-it.off-n-m) + " bytes after the end marker", Err: ErrTrailingData})
+			return it.stop(&HeadersError{Offset: it.off + n + m, Reason: bytesText(len(it.block)-it.off-n-m) + " after the end marker", Err: ErrTrailingData})
 		}
 		it.off += n + m
 		return it.stop(nil)
@@ -130,7 +130,7 @@ func (it *HeaderIter) str(start int, what string) ([]byte, int, error) {
 			return nil, 0, &HeadersError{Offset: start, Reason: "the block ends inside the length of a header " + what, Err: err}
 		}
 		return nil, 0, &HeadersError{Offset: start, Reason: "a header " + what + " of " + strconv.FormatUint(l, 10) +
-			" bytes runs past the end of the block (" + strconv.Itoa(len(it.block)-start-ln) + " bytes left)", Err: err}
+			" bytes runs past the end of the block (" + bytesText(len(it.block)-start-ln) + " left)", Err: err}
 	}
 	return s, n, nil
 }
@@ -215,6 +215,14 @@ func AppendHeaderPair(dst []byte, name, value string) []byte {
 // AppendHeadersEnd appends the end marker of a header block: an empty name
 // and an empty value.
 func AppendHeadersEnd(dst []byte) []byte { return append(dst, 0, 0) }
+
+// bytesText returns "1 byte" or "n bytes".
+func bytesText(n int) string {
+	if n == 1 {
+		return "1 byte"
+	}
+	return strconv.Itoa(n) + " bytes"
+}
 
 // equalFoldASCII reports whether b and s are equal ignoring the case of
 // ASCII letters; other bytes must be equal.
