@@ -64,7 +64,7 @@ func TestVerifier(t *testing.T) {
 	}{
 		{"valid", []agent.Arg{bearerArg(valid)}, map[string]any{"txn.jwt_valid": true, "txn.jwt_sub": "alice"}},
 		{"valid, no subject", []agent.Arg{bearerArg(with(func(c *jwt.RegisteredClaims) { c.Subject = "" }))}, map[string]any{"txn.jwt_valid": true}},
-		{"scheme in lower case, extra spaces", []agent.Arg{authArg("bearer   "+valid+" ")}, map[string]any{"txn.jwt_valid": true, "txn.jwt_sub": "alice"}},
+		{"scheme in lower case, extra spaces", []agent.Arg{authArg("bearer   " + valid + " ")}, map[string]any{"txn.jwt_valid": true, "txn.jwt_sub": "alice"}},
 		{"within the leeway", []agent.Arg{bearerArg(with(func(c *jwt.RegisteredClaims) { c.ExpiresAt = jwt.NewNumericDate(testNow.Add(-20 * time.Second)) }))},
 			map[string]any{"txn.jwt_valid": true, "txn.jwt_sub": "alice"}},
 		{"no Authorization header", []agent.Arg{spoetest.Headers("headers", "host", "api.example")}, invalid(reasonMissing)},
@@ -75,7 +75,7 @@ func TestVerifier(t *testing.T) {
 		{"empty header", []agent.Arg{authArg("")}, invalid(reasonMissing)},
 		{"basic auth", []agent.Arg{authArg("Basic YWxpY2U6c2VjcmV0")}, invalid(reasonNotBearer)},
 		{"scheme only", []agent.Arg{authArg("Bearer ")}, invalid(reasonNotBearer)},
-		{"NUL after the scheme", []agent.Arg{authArg("Bearer\x00"+valid)}, invalid(reasonNotBearer)},
+		{"NUL after the scheme", []agent.Arg{authArg("Bearer\x00" + valid)}, invalid(reasonNotBearer)},
 		{"too long", []agent.Arg{bearerArg(strings.Repeat("a", maxTokenLen+1))}, invalid(reasonTooLong)},
 		{"malformed", []agent.Arg{bearerArg("not.a.jwt")}, invalid(reasonMalformed)},
 		{"two parts", []agent.Arg{bearerArg("abc.def")}, invalid(reasonMalformed)},
