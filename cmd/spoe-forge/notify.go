@@ -240,9 +240,9 @@ func newNotifyFlagSet(f *notifyFlags) *flag.FlagSet {
 	f.register(fs, "bound on the whole exchange: connect, HELLO, NOTIFY, ACK")
 	fs.Var(messageFlag{&f.msgs}, "message", "start a message `name`d as a spoe-message section; repeat for several messages in the NOTIFY")
 	fs.Var(argFlag{&f.msgs}, "arg", "add an argument to the last --message (see ARGUMENTS); repeat for each `name=value`")
-	fs.UintVar(&f.maxFrameSize, "max-frame-size", codec.DefaultMaxFrameSize, "the max-frame-size the HELLO offers, `bytes` (256..16777216)")
+	fs.UintVar(&f.maxFrameSize, "max-frame-size", codec.DefaultMaxFrameSize, "the max-frame-size the HELLO offers: 256..16777216 `bytes`")
 	fs.StringVar(&f.caps, "capabilities", "", "the HELLO's capabilities `list`, as HAProxy writes it (\"\" for none; default: the --style's)")
-	fs.StringVar(&f.styleName, "style", "3.2", "the HAProxy to play: `version` 3.2 (or 3.1: stream-ids 1, 3 ..., capabilities \"pipelining\") or 2.6 (or 3.0: stream-ids 0, 2 ..., capabilities \"pipelining,async\", fragments a NOTIFY larger than the agent's max-frame-size when it announced fragmentation)")
+	fs.StringVar(&f.styleName, "style", "3.2", "the HAProxy to play: `version` 3.2 (or 3.1) or 2.6 (or 3.0); see STYLES")
 	fs.BoolVar(&f.json, "json", false, "print the result as one JSON object")
 	return fs
 }
@@ -533,6 +533,13 @@ ARGUMENTS
                               str@-, hex@-; the input is read once)
 
   A NAME may be empty (=str:x), as for an argument without "name=".
+
+STYLES
+  --style 3.2 plays HAProxy 3.1+: capabilities "pipelining", stream-ids 1, 3,
+  5 ... with frame-id 1, and a NOTIFY larger than the agent's max-frame-size
+  is not sent. --style 2.6 plays HAProxy 2.6 and 3.0: capabilities
+  "pipelining,async", stream-ids 0, 2, 4 ..., and such a NOTIFY is sent in
+  fragments when the agent announced "fragmentation".
 
 OUTPUT
   One line for the agent's AGENT-HELLO, one for the ACK, then its actions,

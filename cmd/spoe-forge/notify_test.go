@@ -634,3 +634,37 @@ func TestNotifyExampleAgent(t *testing.T) {
 		})
 	}
 }
+
+// TestNotifyHelpExamples runs every example of "notify --help" against a
+// real agent: each must parse and get an ACK.
+func TestNotifyHelpExamples(t *testing.T) {
+	port := echoAgent(t)
+	payload := filepath.Join(t.TempDir(), "payload.bin")
+	require.NoError(t, os.WriteFile(payload, []byte{0, 1, 2}, 0o644))
+	var help bytes.Buffer
+	notifyUsage(&help)
+	text := strings.ReplaceAll(help.String(), "\\\n", " ")
+	n := 0
+	for _, line := range strings.Split(text, "\n") {
+		_, cmd, ok := strings.Cut(line, "spoe-forge notify ")
+		if !ok || !strings.HasPrefix(strings.TrimSpace(line), "spoe-forge notify --") && !strings.Contains(line, "| spoe-forge notify") {
+			continue
+		}
+		cmd, _, _ = strings.Cut(cmd, " | ") // drop a pipe into jq
+		var stdin io.Reader
+		if strings.Contains(line, "printf ") {
+			stdin = strings.NewReader(`{"a":1}`)
+		}
+		args := []string{"notify"}
+		for _, f := range strings.Fields(cmd) {
+			args = append(args, strings.ReplaceAll(f, "@payload.bin", "@"+payload))
+		}
+		args = append(args, "--port", strconv.Itoa(port))
+		t.Run(strings.Join(args[1:3], " "), func(t *testing.T) {
+			var stdout, stderr bytes.Buffer
+			require.Equal(t, exitAck, run(args, stdin, &stdout, &stderr), "%v: %s", args, stderr.String())
+		})
+		n++
+	}
+	require.Equal(t, 5, n, "examples found in:\n%s", help.String())
+}
