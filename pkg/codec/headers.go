@@ -93,6 +93,9 @@ func (it *HeaderIter) Next() bool {
 	}
 	value, m, err := it.str(it.off+n, "value")
 	if err != nil {
+		if len(name) == 0 && it.off+n == len(it.block) {
+			err = &HeadersError{Offset: it.off + n, Reason: "the block ends inside its end marker (an empty name without its empty value)", Err: ErrTruncated}
+		}
 		return it.stop(err)
 	}
 	if len(name) == 0 {

@@ -153,7 +153,7 @@ func TestHeaders_Malformed(t *testing.T) {
 	}{
 		{"empty block", nil, 0, "the block ends without its end marker", codec.ErrTruncated, nil},
 		{"no end marker", hx(`01 "a" 01 "b"`), 4, "the block ends without its end marker", codec.ErrTruncated, []hpair{{"a", "b"}}},
-		{"half an end marker", hx(`01 "a" 01 "b" 00`), 5, "the block ends after a header name, without its value", codec.ErrTruncated, []hpair{{"a", "b"}}},
+		{"half an end marker", hx(`01 "a" 01 "b" 00`), 5, "the block ends inside its end marker", codec.ErrTruncated, []hpair{{"a", "b"}}},
 		{"name without value", hx(`01 "a"`), 2, "the block ends after a header name", codec.ErrTruncated, nil},
 		{"name past the end", hx(`05 "ab"`), 0, "a header name of 5 bytes runs past the end of the block (2 bytes left)", codec.ErrTruncated, nil},
 		{"value past the end", hx(`01 "a" 09 "xyz"`), 2, "a header value of 9 bytes runs past the end of the block (3 bytes left)", codec.ErrTruncated, nil},
