@@ -8,21 +8,11 @@ import (
 	"fmt"
 	"io"
 	"net"
-	"os"
 	"strconv"
 	"strings"
-	"syscall"
 	"time"
 
 	"github.com/spoe-forge/spoe-forge/pkg/codec"
-)
-
-// Defaults of the healthcheck flags: cmd/example's listen address, and a
-// timeout in the range of HAProxy's default check timeout.
-const (
-	defaultHost    = "127.0.0.1"
-	defaultPort    = 12345
-	defaultTimeout = 2 * time.Second
 )
 
 // checkOffer is the max-frame-size HAProxy offers in its health check
@@ -41,17 +31,13 @@ var checkHello = codec.AppendHAProxyHello(nil, &codec.HAProxyHello{
 
 // healthcheckFlags holds the parsed command line of "spoe-forge healthcheck".
 type healthcheckFlags struct {
-	host    string
-	port    int
-	timeout time.Duration
-	quiet   bool
+	target
+	quiet bool
 }
 
 func newHealthcheckFlagSet(f *healthcheckFlags) *flag.FlagSet {
 	fs := flag.NewFlagSet("spoe-forge healthcheck", flag.ContinueOnError)
-	fs.StringVar(&f.host, "host", defaultHost, "agent `host` name or IP address")
-	fs.IntVar(&f.port, "port", defaultPort, "agent TCP `port` (1-65535)")
-	fs.DurationVar(&f.timeout, "timeout", defaultTimeout, "bound on the whole check: connect, HELLO, AGENT-HELLO (a Go `duration`: 500ms, 2s)")
+	f.register(fs, "bound on the whole check: connect, HELLO, AGENT-HELLO")
 	fs.BoolVar(&f.quiet, "quiet", false, "print nothing; only the exit status tells")
 	return fs
 }
@@ -59,41 +45,28 @@ func newHealthcheckFlagSet(f *healthcheckFlags) *flag.FlagSet {
 // check returns what is wrong with the parsed flags and the arguments left
 // after them, or "".
 func (f *healthcheckFlags) check(rest []string) string {
-	switch {
-	case len(rest) > 0:
+	if len(rest) > 0 {
 		return fmt.Sprintf("unexpected argument %q", rest[0])
-	case f.host == "":
-		return "--host must not be empty"
-	case f.port < 1 || f.port > 65535:
-		return fmt.Sprintf("--port %d is out of range 1..65535", f.port)
-	case f.timeout <= 0:
-		return fmt.Sprintf("--timeout %v must be positive", f.timeout)
 	}
-	return ""
+	return f.target.check()
 }
 
 // runHealthcheck runs "spoe-forge healthcheck args..." and returns the exit
 // status.
 func runHealthcheck(args []string, stdout, stderr io.Writer) int {
 	var f healthcheckFlags
-	fs := newHealthcheckFlagSet(&f)
-	fs.SetOutput(io.Discard) // errors and help are printed below
-	var bad string
-	if err := fs.Parse(args); errors.Is(err, flag.ErrHelp) {
+	bad, help := parseFlags(newHealthcheckFlagSet(&f), args, f.check)
+	if help {
 		healthcheckUsage(stdout)
 		return exitHealthy
-	} else if err != nil {
-		bad = err.Error()
-	} else {
-		bad = f.check(fs.Args())
 	}
 	if bad != "" {
 		fmt.Fprintf(stderr, "spoe-forge healthcheck: %s\nRun \"spoe-forge healthcheck --help\" for usage.\n", bad)
 		return exitUsage
 	}
 
-	addr := net.JoinHostPort(f.host, strconv.Itoa(f.port))
-	res, err := check(addr, f.timeout)
+	addr := f.addr()
+	res, err := check(&f.target)
 	if err != nil {
 		if !f.quiet {
 			fmt.Fprintf(stderr, "unhealthy: %s: %v\n", addr, err)
@@ -121,17 +94,7 @@ Exit status: 0 healthy, 1 unhealthy, 2 bad usage.
 Flags:
 `)
 	var f healthcheckFlags
-	newHealthcheckFlagSet(&f).VisitAll(func(fl *flag.Flag) {
-		name, help := flag.UnquoteUsage(fl)
-		if name != "" {
-			name = " " + name
-		}
-		def := ""
-		if fl.DefValue != "" && fl.DefValue != "false" {
-			def = " (default " + fl.DefValue + ")"
-		}
-		fmt.Fprintf(w, "  --%s%s\n        %s%s\n", fl.Name, name, help, def)
-	})
+	printFlags(w, newHealthcheckFlagSet(&f))
 }
 
 // result is what a healthy agent negotiated.
@@ -141,17 +104,17 @@ type result struct {
 	capabilities string // the raw item, as the agent wrote it
 }
 
-// check runs one health check against addr, all of it (connect, HELLO,
-// AGENT-HELLO) within timeout. The error says, for a human, why the agent is
-// not healthy.
-func check(addr string, timeout time.Duration) (*result, error) {
+// check runs one health check against the target, all of it (connect,
+// HELLO, AGENT-HELLO) within its timeout. The error says, for a human, why
+// the agent is not healthy.
+func check(t *target) (*result, error) {
+	timeout := t.timeout
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
 	deadline, _ := ctx.Deadline()
-	var d net.Dialer
-	c, err := d.DialContext(ctx, "tcp", addr)
+	c, err := t.dial(ctx)
 	if err != nil {
-		return nil, describeDialError(err, timeout)
+		return nil, err
 	}
 	defer c.Close()
 	if err := c.SetDeadline(deadline); err != nil {
@@ -304,37 +267,6 @@ func snippet(c net.Conn, head []byte, deadline time.Time) string {
 		text = text[:i]
 	}
 	return fmt.Sprintf(": it starts with %q", text)
-}
-
-// describeDialError explains a failed connect.
-func describeDialError(err error, timeout time.Duration) error {
-	var oe *net.OpError
-	switch {
-	case errors.Is(err, syscall.ECONNREFUSED):
-		return errors.New("connection refused: nothing listens there")
-	case errors.Is(err, context.DeadlineExceeded), errors.Is(err, os.ErrDeadlineExceeded):
-		return fmt.Errorf("no connection within %v", timeout)
-	case errors.As(err, &oe) && oe.Err != nil:
-		return fmt.Errorf("cannot connect: %v", oe.Err)
-	default:
-		return fmt.Errorf("cannot connect: %v", err)
-	}
-}
-
-// describeIOError explains a failed read or write.
-func describeIOError(err error, timeout time.Duration) string {
-	switch {
-	case errors.Is(err, os.ErrDeadlineExceeded):
-		return fmt.Sprintf("no answer within %v", timeout)
-	case errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF):
-		return "the agent closed the connection"
-	case errors.Is(err, syscall.ECONNRESET):
-		return "the agent reset the connection"
-	case errors.Is(err, syscall.EPIPE):
-		return "the agent closed the connection"
-	default:
-		return err.Error()
-	}
 }
 
 // printable returns b as is when it is plain text without spaces, else

@@ -419,7 +419,7 @@ func TestRun(t *testing.T) {
 				args = append([]string{"healthcheck", "--port", strconv.Itoa(port)}, c.args...)
 			}
 			var stdout, stderr bytes.Buffer
-			code := run(args, &stdout, &stderr)
+			code := run(args, nil, &stdout, &stderr)
 			require.Equal(t, c.code, code, "exit status; stdout %q, stderr %q", stdout.String(), stderr.String())
 			requireOutput(t, "stdout", stdout.String(), c.stdout)
 			requireOutput(t, "stderr", stderr.String(), c.stderr)
@@ -431,7 +431,7 @@ func TestRun(t *testing.T) {
 			if c.quietCheck {
 				stdout.Reset()
 				stderr.Reset()
-				require.Equal(t, c.code, run(append(args, "--quiet"), &stdout, &stderr))
+				require.Equal(t, c.code, run(append(args, "--quiet"), nil, &stdout, &stderr))
 				require.Empty(t, stdout.String())
 				require.Empty(t, stderr.String())
 			}
@@ -473,7 +473,7 @@ func TestTimeoutBoundsTheWholeCheck(t *testing.T) {
 	})
 	start := time.Now()
 	var stdout, stderr bytes.Buffer
-	code := run([]string{"healthcheck", "--port", strconv.Itoa(port), "--timeout", "300ms"}, &stdout, &stderr)
+	code := run([]string{"healthcheck", "--port", strconv.Itoa(port), "--timeout", "300ms"}, nil, &stdout, &stderr)
 	require.Equal(t, exitUnhealthy, code)
 	require.Contains(t, stderr.String(), "inside a length prefix: no answer within 300ms")
 	require.Less(t, time.Since(start), 3*time.Second)

@@ -16,10 +16,11 @@ import (
 
 func TestConfigs(t *testing.T) { exampletest.CheckConfigs(t) }
 
-// TestE2E: through a real HAProxy on this example's configuration, a valid
-// token reaches the application with its subject in X-Jwt-Sub (a client's
-// own X-Jwt-Sub never does), an invalid or missing one gets 401 with the
-// reason, and with the agent down HAProxy fails closed with 503.
+// TestE2E: through a real HAProxy on this example's configuration, which
+// sends the request's headers as req.hdrs_bin, a valid token reaches the
+// application with its subject in X-Jwt-Sub (a client's own X-Jwt-Sub never
+// does), an invalid or missing one, or two Authorization headers, get 401
+// with the reason, and with the agent down HAProxy fails closed with 503.
 func TestE2E(t *testing.T) {
 	exampletest.ForEachVersion(t, func(t *testing.T, v haproxytest.Version, bin string) {
 		a, err := newAgent(zaptest.NewLogger(t, zaptest.Level(zap.WarnLevel)), config{Secret: testSecret, Leeway: time.Second})
@@ -45,6 +46,8 @@ func TestE2E(t *testing.T) {
 			{"expired", []string{"Authorization", "Bearer " + expired}, http.StatusUnauthorized, reasonExpired, ""},
 			{"basic", []string{"Authorization", "Basic YWxpY2U6c2VjcmV0"}, http.StatusUnauthorized, reasonNotBearer, ""},
 			{"garbage", []string{"Authorization", "Bearer a,b"}, http.StatusUnauthorized, reasonMalformed, ""},
+			{"two Authorization headers", []string{"Authorization", "Bearer " + good, "Authorization", "Bearer " + expired}, http.StatusUnauthorized, reasonSeveral, ""},
+			{"among many headers", []string{"Accept", "*/*", "X-Forwarded-For", "192.0.2.1", "authorization", "Bearer " + good, "Cookie", "a=1"}, http.StatusOK, "", "alice"},
 		}
 		for _, tt := range tests {
 			t.Run(tt.name, func(t *testing.T) {

@@ -23,6 +23,7 @@ const (
 // token, so HAProxy can put them in a response.
 const (
 	reasonMissing     = "missing token"
+	reasonSeveral     = "several authorization headers"
 	reasonNotBearer   = "not a bearer token"
 	reasonTooLong     = "token too long"
 	reasonMalformed   = "malformed token"
@@ -57,8 +58,9 @@ type config struct {
 }
 
 // verifier is the handler of the check-token message: it checks the bearer
-// token of the "auth" argument (the Authorization header) and sets
-// jwt_valid, and jwt_sub or jwt_error.
+// token of the Authorization header, read from the "headers" argument (the
+// request's req.hdrs_bin block), and sets jwt_valid, and jwt_sub or
+// jwt_error.
 type verifier struct {
 	parser *jwt.Parser
 	key    jwt.Keyfunc
@@ -91,10 +93,31 @@ func newVerifier(c config) (*verifier, error) {
 	}, nil
 }
 
+// errNoHeaders is the handler's error when the message has no header
+// block: HAProxy's configuration does not send "headers=req.hdrs_bin", or
+// could not fetch the headers.
+var errNoHeaders = errors.New(`the message has no "headers" argument (args headers=req.hdrs_bin)`)
+
 // HandleMessage implements agent.Handler. An invalid token is an answer,
-// not a failure: it returns nil.
+// not a failure: it returns nil. A missing or malformed header block is a
+// failure: it sets no variable (HAProxy's configuration then answers 503)
+// and returns the error.
 func (v *verifier) HandleMessage(_ context.Context, m *agent.Message, act *agent.Actions) error {
-	sub, reason := v.check(m)
+	h, ok := m.Headers("headers")
+	if !ok {
+		return errNoHeaders
+	}
+	auth, n, err := authorization(h)
+	if err != nil {
+		return fmt.Errorf("reading the request's headers: %w", err)
+	}
+	var sub, reason string
+	if n > 1 {
+		// HAProxy and the application could each read another one.
+		reason = reasonSeveral
+	} else {
+		sub, reason = v.check(auth)
+	}
 	act.SetBool(agent.ScopeTransaction, varValid, reason == "")
 	switch {
 	case reason != "":
@@ -105,10 +128,26 @@ func (v *verifier) HandleMessage(_ context.Context, m *agent.Message, act *agent
 	return nil
 }
 
-// check returns the token's subject, or why the token is not valid.
-func (v *verifier) check(m *agent.Message) (sub, reason string) {
-	auth, ok := m.Bytes("auth") // NULL, so not ok, when the header is missing
-	if !ok || len(auth) == 0 {
+// authorization returns the value of the request's Authorization header
+// (nil when there is none) and the number of such headers, reading the
+// block in place.
+func authorization(h agent.Headers) (auth []byte, n int, err error) {
+	it := h.Iter()
+	for it.Next() {
+		if it.NameIs("authorization") {
+			if n == 0 {
+				auth = it.Value()
+			}
+			n++
+		}
+	}
+	return auth, n, it.Err()
+}
+
+// check returns the subject of the token in auth, an Authorization header,
+// or why the token is not valid.
+func (v *verifier) check(auth []byte) (sub, reason string) {
+	if len(auth) == 0 {
 		return "", reasonMissing
 	}
 	token, ok := bearer(auth)

@@ -36,7 +36,13 @@ func claims(sub string) jwt.RegisteredClaims {
 	}
 }
 
-func bearerArg(tok string) agent.Arg { return spoetest.Str("auth", "Bearer "+tok) }
+// authArg returns the header block of a request with an Authorization
+// header of value auth, as req.hdrs_bin sends it.
+func authArg(auth string) agent.Arg {
+	return spoetest.Headers("headers", "host", "api.example", "authorization", auth, "accept", "*/*")
+}
+
+func bearerArg(tok string) agent.Arg { return authArg("Bearer " + tok) }
 
 func TestVerifier(t *testing.T) {
 	v, err := newVerifier(config{Secret: testSecret, Issuer: "https://issuer.example", Audience: "api", Leeway: 30 * time.Second,
@@ -58,15 +64,18 @@ func TestVerifier(t *testing.T) {
 	}{
 		{"valid", []agent.Arg{bearerArg(valid)}, map[string]any{"txn.jwt_valid": true, "txn.jwt_sub": "alice"}},
 		{"valid, no subject", []agent.Arg{bearerArg(with(func(c *jwt.RegisteredClaims) { c.Subject = "" }))}, map[string]any{"txn.jwt_valid": true}},
-		{"scheme in lower case, extra spaces", []agent.Arg{spoetest.Str("auth", "bearer   "+valid+" ")}, map[string]any{"txn.jwt_valid": true, "txn.jwt_sub": "alice"}},
+		{"scheme in lower case, extra spaces", []agent.Arg{authArg("bearer   " + valid + " ")}, map[string]any{"txn.jwt_valid": true, "txn.jwt_sub": "alice"}},
 		{"within the leeway", []agent.Arg{bearerArg(with(func(c *jwt.RegisteredClaims) { c.ExpiresAt = jwt.NewNumericDate(testNow.Add(-20 * time.Second)) }))},
 			map[string]any{"txn.jwt_valid": true, "txn.jwt_sub": "alice"}},
-		{"no header (NULL)", []agent.Arg{spoetest.Null("auth")}, invalid(reasonMissing)},
-		{"no argument", nil, invalid(reasonMissing)},
-		{"empty header", []agent.Arg{spoetest.Str("auth", "")}, invalid(reasonMissing)},
-		{"basic auth", []agent.Arg{spoetest.Str("auth", "Basic YWxpY2U6c2VjcmV0")}, invalid(reasonNotBearer)},
-		{"scheme only", []agent.Arg{spoetest.Str("auth", "Bearer ")}, invalid(reasonNotBearer)},
-		{"NUL after the scheme", []agent.Arg{spoetest.Str("auth", "Bearer\x00"+valid)}, invalid(reasonNotBearer)},
+		{"no Authorization header", []agent.Arg{spoetest.Headers("headers", "host", "api.example")}, invalid(reasonMissing)},
+		{"no header at all", []agent.Arg{spoetest.Headers("headers")}, invalid(reasonMissing)},
+		{"header name in upper case", []agent.Arg{spoetest.Headers("headers", "AUTHORIZATION", "Bearer "+valid)}, map[string]any{"txn.jwt_valid": true, "txn.jwt_sub": "alice"}},
+		{"two Authorization headers", []agent.Arg{spoetest.Headers("headers", "authorization", "Bearer "+valid, "authorization", "Bearer "+valid)}, invalid(reasonSeveral)},
+		{"an empty and a valid Authorization header", []agent.Arg{spoetest.Headers("headers", "authorization", "", "authorization", "Bearer "+valid)}, invalid(reasonSeveral)},
+		{"empty header", []agent.Arg{authArg("")}, invalid(reasonMissing)},
+		{"basic auth", []agent.Arg{authArg("Basic YWxpY2U6c2VjcmV0")}, invalid(reasonNotBearer)},
+		{"scheme only", []agent.Arg{authArg("Bearer ")}, invalid(reasonNotBearer)},
+		{"NUL after the scheme", []agent.Arg{authArg("Bearer\x00" + valid)}, invalid(reasonNotBearer)},
 		{"too long", []agent.Arg{bearerArg(strings.Repeat("a", maxTokenLen+1))}, invalid(reasonTooLong)},
 		{"malformed", []agent.Arg{bearerArg("not.a.jwt")}, invalid(reasonMalformed)},
 		{"two parts", []agent.Arg{bearerArg("abc.def")}, invalid(reasonMalformed)},
@@ -87,6 +96,32 @@ func TestVerifier(t *testing.T) {
 			res := spoetest.Run(t, v.HandleMessage, spoetest.NewMessage("check-token", tt.args...))
 			require.Equal(t, 0, res.Code(), "an invalid token is an answer, not an error")
 			require.Equal(t, tt.want, res.Map())
+		})
+	}
+}
+
+// TestVerifier_NoHeaders: without a well-formed header block the handler
+// fails, sets nothing, and HAProxy's configuration answers 503.
+func TestVerifier_NoHeaders(t *testing.T) {
+	v, err := newVerifier(config{Secret: testSecret})
+	require.NoError(t, err)
+	tests := []struct {
+		name string
+		args []agent.Arg
+		want string
+	}{
+		{"no argument", nil, `no "headers" argument`},
+		{"NULL: HAProxy could not fetch the headers", []agent.Arg{spoetest.Null("headers")}, `no "headers" argument`},
+		{"an integer", []agent.Arg{spoetest.Int("headers", 1)}, `no "headers" argument`},
+		{"the old auth argument", []agent.Arg{spoetest.Str("auth", "Bearer x")}, `no "headers" argument`},
+		{"malformed block", []agent.Arg{spoetest.Bin("headers", []byte{13, 'a', 'u', 't', 'h'})}, "reading the request's headers: spop: malformed header block at byte 0"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			res := spoetest.Run(t, v.HandleMessage, spoetest.NewMessage("check-token", tt.args...))
+			require.Equal(t, agent.ErrCodeHandler, res.Code())
+			require.ErrorContains(t, res.Err, tt.want)
+			require.Empty(t, res.Map(), "no variable: HAProxy fails closed")
 		})
 	}
 }
@@ -145,7 +180,7 @@ func TestAgent(t *testing.T) {
 			c := spoetest.MustDial(t, srv.Addr, spoetest.WithStyle(style))
 			acks := c.Pipeline(
 				spoetest.NewMessage("check-token", bearerArg(tok)),
-				spoetest.NewMessage("check-token", spoetest.Null("auth")),
+				spoetest.NewMessage("check-token", spoetest.Headers("headers", "host", "api.example")),
 			)
 			require.Equal(t, map[string]any{"txn.jwt_valid": true, "txn.jwt_sub": "bob"}, acks[0].Map())
 			require.Equal(t, map[string]any{"txn.jwt_valid": false, "txn.jwt_error": reasonMissing}, acks[1].Map())

@@ -53,3 +53,19 @@ const (
 	ErrCodeTooLarge = dispatch.ErrCodeTooLarge
 	ErrCodeAction   = dispatch.ErrCodeAction
 )
+
+// Headers is an HTTP header block in HAProxy's binary form, as
+// "args headers=req.hdrs_bin" sends it: Message.Headers returns it, and its
+// Get, Has, Count and Iter methods look headers up without allocating.
+type Headers = codec.Headers
+
+// HeaderIter iterates over the pairs of a Headers block (Headers.Iter).
+type HeaderIter = codec.HeaderIter
+
+// HeadersError describes a malformed header block; it matches
+// ErrBadHeaders with errors.Is.
+type HeadersError = codec.HeadersError
+
+// ErrBadHeaders is matched by every error about a malformed header block
+// (Headers.Validate, HeaderIter.Err).
+var ErrBadHeaders = codec.ErrBadHeaders

@@ -95,3 +95,24 @@ func TestAllocsOtherHotPaths(t *testing.T) {
 		}))
 	})
 }
+
+// TestAllocsHeaders: looking headers up in a req.hdrs_bin block captured
+// from HAProxy, iterating over it and validating it allocate nothing.
+func TestAllocsHeaders(t *testing.T) {
+	h := codec.Headers(loadHdrsBlock(t, "3.2/repeated-req.hex"))
+	allocs := testing.AllocsPerRun(1000, func() {
+		v, ok := h.Get("X-Forwarded-For")
+		_, absent := h.Get("authorization")
+		it := h.Iter()
+		n := 0
+		for it.Next() {
+			if it.NameIs("cookie") {
+				n++
+			}
+		}
+		if !ok || len(v) == 0 || absent || n != 2 || h.Count("accept-language") != 2 || h.Validate() != nil {
+			t.Fatal("lookup failed")
+		}
+	})
+	require.Zero(t, allocs, "allocations per header lookup")
+}

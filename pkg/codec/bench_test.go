@@ -175,3 +175,40 @@ func BenchmarkNotifyDecodeBody(b *testing.B) {
 		b.Fatal("wrong message")
 	}
 }
+
+// benchHeaders is the req.hdrs_bin block of a browser's request: 14
+// headers, Authorization last.
+var benchHeaders = codec.Headers(func() []byte {
+	var b []byte
+	for _, kv := range [][2]string{
+		{"host", "shop.example.com"},
+		{"user-agent", "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/124.0.0.0 Safari/537.36"},
+		{"accept", "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8"},
+		{"accept-language", "en-US,en;q=0.5"},
+		{"accept-encoding", "gzip, deflate, br"},
+		{"referer", "https://shop.example.com/cart"},
+		{"cookie", "session=3f2a1b; theme=dark"},
+		{"upgrade-insecure-requests", "1"},
+		{"sec-fetch-dest", "document"},
+		{"sec-fetch-mode", "navigate"},
+		{"sec-fetch-site", "same-origin"},
+		{"x-forwarded-for", "192.0.2.33"},
+		{"x-request-id", "5f0c6a7e-2b1d-4c1e-9a43-0a7d4b1e9f21"},
+		{"authorization", "Bearer eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJhbGljZSJ9.c2lnbmF0dXJl"},
+	} {
+		b = codec.AppendHeaderPair(b, kv[0], kv[1])
+	}
+	return codec.AppendHeadersEnd(b)
+}())
+
+// BenchmarkHeadersGet looks up the last header of a 14-header block, in
+// another case than HAProxy's.
+func BenchmarkHeadersGet(b *testing.B) {
+	b.ReportAllocs()
+	b.SetBytes(int64(len(benchHeaders)))
+	for i := 0; i < b.N; i++ {
+		if v, ok := benchHeaders.Get("Authorization"); !ok || len(v) == 0 {
+			b.Fatal("not found")
+		}
+	}
+}

@@ -26,6 +26,14 @@
 // built with [BeginFrame], which reserves the length prefix, and
 // [FinishFrame], which patches it in.
 //
+// # HTTP header blocks
+//
+// [Headers] reads the BINARY argument of "args headers=req.hdrs_bin" (or
+// res.hdrs_bin): HAProxy's block of length-prefixed header names and
+// values. [Headers.Get] looks one header up ignoring ASCII case,
+// [Headers.Iter] walks every pair, and neither allocates.
+// [AppendHeaderPair] and [AppendHeadersEnd] build a block.
+//
 // # Errors
 //
 // Every error returned by this package is, or wraps, a [*Error] carrying the

@@ -2,6 +2,7 @@ package codec_test
 
 import (
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"strings"
 
@@ -96,4 +97,37 @@ func ExampleAppendVarint() {
 	// 16380: fc f0 06 (3 bytes, decodes to 16380)
 	// 18446744073709551615: ff f0 fe fe fe fe fe fe fe 0e (10 bytes, decodes to 18446744073709551615)
 	// spop: invalid frame received: truncated input
+}
+
+// Read the headers of a request from HAProxy's req.hdrs_bin block (this one
+// was captured from HAProxy 3.2): one lookup, a count, and every line.
+func ExampleHeaders() {
+	block, _ := hex.DecodeString("04686f73740c6578616d706c652e74657374" + // host: example.test
+		"0f782d666f727761726465642d666f72093139322e302e322e31" + // x-forwarded-for: 192.0.2.1
+		"06636f6f6b696503613d31" + // cookie: a=1
+		"0f782d666f727761726465642d666f7219" + "3139382e35312e3130302e322c203230332e302e3131332e33" +
+		"06636f6f6b696503623d32" + // cookie: b=2
+		"0000") // the end marker
+	h := codec.Headers(block)
+	if err := h.Validate(); err != nil {
+		fmt.Println(err)
+		return
+	}
+	host, _ := h.Get("Host") // case-insensitive, no copy
+	fmt.Printf("host %s, %d cookies\n", host, h.Count("cookie"))
+	it := h.Iter()
+	for it.Next() {
+		if it.NameIs("X-Forwarded-For") {
+			fmt.Printf("%s: %s\n", it.Name(), it.Value())
+		}
+	}
+
+	// A block cut short.
+	err := codec.Headers(block[:20]).Validate()
+	fmt.Println(errors.Is(err, codec.ErrBadHeaders), err)
+	// Output:
+	// host example.test, 2 cookies
+	// x-forwarded-for: 192.0.2.1
+	// x-forwarded-for: 198.51.100.2, 203.0.113.3
+	// true spop: malformed header block at byte 18: a header name of 15 bytes runs past the end of the block (1 byte left)
 }

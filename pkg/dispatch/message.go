@@ -93,6 +93,21 @@ func (m *Message) IP(name string) (netip.Addr, bool) {
 	return v.Addr()
 }
 
+// Headers returns a STRING or BINARY argument as an HTTP header block in
+// HAProxy's binary form, as "args headers=req.hdrs_bin" (or res.hdrs_bin)
+// sends it; look headers up with its Get and Iter methods, which allocate
+// nothing. ok is false when the argument is missing or of another type
+// (NULL when HAProxy could not fetch the headers). The block is not checked
+// here: codec.Headers.Validate reports a malformed one. Like Bytes, it is
+// valid until the handler returns.
+func (m *Message) Headers(name string) (codec.Headers, bool) {
+	b, ok := m.Bytes(name)
+	if !ok {
+		return nil, false
+	}
+	return codec.Headers(b), true
+}
+
 // IsNull reports whether the argument is present and NULL, as HAProxy sends
 // a sample that could not be fetched (a missing header, for instance).
 func (m *Message) IsNull(name string) bool {

@@ -198,6 +198,20 @@ func Dial(addr string, opts ...Option) (*Client, error) {
 	if err != nil {
 		return nil, fmt.Errorf("spoetest: %w", err)
 	}
+	return newClient(nc, cfg)
+}
+
+// NewClient makes the HELLO handshake on nc, a connection to an agent that
+// the caller established (over TCP, a unix socket, TLS ...), and returns
+// the Client playing HAProxy on it, as Dial does. The Client owns nc from
+// then on: NewClient closes it when the handshake fails, and Close closes
+// it. Every step is bounded by the Client's timeout through nc's deadlines.
+func NewClient(nc net.Conn, opts ...Option) (*Client, error) {
+	return newClient(nc, newConfig(opts))
+}
+
+// newClient makes the HELLO handshake on nc; see NewClient.
+func newClient(nc net.Conn, cfg config) (*Client, error) {
 	c := &Client{nc: nc, cfg: cfg, outstanding: make(map[ID]struct{})}
 	if cfg.style == HAProxy32 {
 		c.nextSID = 1

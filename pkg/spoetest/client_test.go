@@ -551,3 +551,46 @@ func TestAckErrors(t *testing.T) {
 		require.ErrorIs(t, err, os.ErrDeadlineExceeded)
 	})
 }
+
+// TestNewClient: NewClient makes the handshake on a connection the caller
+// dialed (here a unix socket, which Dial does not do), and closes it when
+// the handshake fails.
+func TestNewClient(t *testing.T) {
+	a := agent.New()
+	echo(a)
+	sock := fmt.Sprintf("%s/a.sock", t.TempDir())
+	l, err := net.Listen("unix", sock)
+	require.NoError(t, err)
+	served := make(chan error, 1)
+	go func() { served <- a.Serve(l) }()
+	t.Cleanup(func() {
+		require.NoError(t, a.Close())
+		require.ErrorIs(t, <-served, agent.ErrAgentClosed)
+	})
+
+	nc, err := net.Dial("unix", sock)
+	require.NoError(t, err)
+	c, err := spoetest.NewClient(nc, spoetest.WithStyle(spoetest.HAProxy26), spoetest.WithTimeout(2*time.Second))
+	require.NoError(t, err)
+	require.Equal(t, "2.0", c.Hello().Version)
+	ack, err := c.Notify(echoMsg(7))
+	require.NoError(t, err)
+	require.Equal(t, spoetest.ID{StreamID: 0, FrameID: 1}, ack.ID, "the HAProxy 2.6 style numbers from 0")
+	n, _ := ack.Int(txn, "n")
+	require.Equal(t, int64(7), n)
+	require.NoError(t, c.Close())
+
+	// A peer that answers garbage: the handshake fails and nc is closed.
+	p1, p2 := net.Pipe()
+	go func() {
+		var n [4]byte // read the whole HELLO: a pipe has no buffer
+		_, _ = io.ReadFull(p2, n[:])
+		_, _ = io.CopyN(io.Discard, p2, int64(binary.BigEndian.Uint32(n[:])))
+		_, _ = p2.Write([]byte{0, 0, 0, 1, 0})
+	}()
+	_, err = spoetest.NewClient(p1, spoetest.WithTimeout(time.Second))
+	require.ErrorIs(t, err, codec.ErrFrameTooSmall)
+	_, err = p1.Write([]byte{0})
+	require.ErrorIs(t, err, io.ErrClosedPipe, "NewClient closed the connection")
+	_ = p2.Close()
+}

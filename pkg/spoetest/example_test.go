@@ -2,6 +2,7 @@ package spoetest_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/netip"
 	"strings"
@@ -122,4 +123,31 @@ func ExampleHealthcheck() {
 	// Output:
 	// 2.0 16380 <nil>
 	// true
+}
+
+// A handler reads a whole header block (args headers=req.hdrs_bin) with
+// Message.Headers; spoetest.Headers builds one.
+func ExampleHeaders() {
+	handler := func(ctx context.Context, m *agent.Message, act *agent.Actions) error {
+		h, ok := m.Headers("headers")
+		if !ok {
+			return errors.New("no headers argument")
+		}
+		auth, _ := h.Get("Authorization") // case-insensitive, no copy
+		act.SetBool(agent.ScopeTransaction, "has_auth", len(auth) > 0)
+		act.SetInt(agent.ScopeTransaction, "xff", int64(h.Count("x-forwarded-for")))
+		return nil
+	}
+	res, err := spoetest.Call(context.Background(), handler, spoetest.NewMessage("check-request",
+		spoetest.Headers("headers",
+			"host", "example.test",
+			"x-forwarded-for", "192.0.2.1",
+			"authorization", "Bearer abc.def.ghi",
+			"x-forwarded-for", "198.51.100.2")))
+	if err != nil {
+		panic(err)
+	}
+	fmt.Println(res.Map())
+	// Output:
+	// map[txn.has_auth:true txn.xff:2]
 }

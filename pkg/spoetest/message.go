@@ -62,6 +62,26 @@ func IP(name, addr string) agent.Arg {
 // fetch (a missing header, for instance).
 func Null(name string) agent.Arg { return Arg(name, codec.Null()) }
 
+// Headers returns a BINARY argument holding an HTTP header block in
+// HAProxy's binary form, as "args headers=req.hdrs_bin" sends it; a
+// handler reads it with Message.Headers. nameValues are header names and
+// values in turn, in order, and may repeat a name. HAProxy sends names in
+// lower case. Like IP, it panics on an odd number of strings or an empty
+// name: it is meant for literals in tests.
+func Headers(name string, nameValues ...string) agent.Arg {
+	if len(nameValues)%2 != 0 {
+		panic(fmt.Sprintf("spoetest.Headers(%q): %d strings; want name, value pairs", name, len(nameValues)))
+	}
+	var b []byte
+	for i := 0; i < len(nameValues); i += 2 {
+		if nameValues[i] == "" {
+			panic(fmt.Sprintf("spoetest.Headers(%q): header %d has an empty name, which would end the block", name, i/2))
+		}
+		b = codec.AppendHeaderPair(b, nameValues[i], nameValues[i+1])
+	}
+	return Bin(name, codec.AppendHeadersEnd(b))
+}
+
 // appendNotify appends the NOTIFY payload (the list of messages) of msgs.
 func appendNotify(dst []byte, msgs []Message) ([]byte, error) {
 	for i := range msgs {
