@@ -37,6 +37,13 @@ func Dial(t testing.TB, addr string) *Client {
 	return &Client{t: t, NC: nc}
 }
 
+// NewClient plays HAProxy on nc, a connection the caller opened (over TLS,
+// on a unix socket...); nc is closed at cleanup.
+func NewClient(t testing.TB, nc net.Conn) *Client {
+	t.Cleanup(func() { _ = nc.Close() })
+	return &Client{t: t, NC: nc}
+}
+
 // HelloFrame returns a HAPROXY-HELLO as HAProxy 2.6 sends it, with the given
 // capabilities and max-frame-size and engine-id "spoptest-engine".
 func HelloFrame(caps string, mfs uint32) []byte {

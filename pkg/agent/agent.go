@@ -7,7 +7,6 @@ import (
 	"net"
 	"os"
 	"os/signal"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -17,6 +16,7 @@ import (
 	"github.com/spoe-forge/spoe-forge/pkg/codec"
 	"github.com/spoe-forge/spoe-forge/pkg/conn"
 	"github.com/spoe-forge/spoe-forge/pkg/dispatch"
+	"github.com/spoe-forge/spoe-forge/pkg/observe"
 	"github.com/valyala/bytebufferpool"
 	"go.uber.org/zap"
 )
@@ -46,12 +46,20 @@ type Agent struct {
 	closed    bool
 	active    sync.WaitGroup // connections being served
 	baseStop  context.CancelFunc
+
+	// Between accept and the HELLO (transport.go).
+	obs        observe.Observer
+	failedTLS  limitedLog
+	refused    limitedLog
+	stopping   context.Context // cancelled once the agent stops accepting: ends TLS handshakes
+	stopAccept context.CancelFunc
 }
 
 // New returns an agent configured by opts. It cannot fail: a setting that
 // cannot work is reported by Serve.
 func New(opts ...Option) *Agent {
 	a := &Agent{handlers: make(map[string]Handler)}
+	a.stopping, a.stopAccept = context.WithCancel(context.Background())
 	for _, o := range opts {
 		o(&a.cfg)
 	}
@@ -87,6 +95,9 @@ func (a *Agent) init() error {
 		c := a.cfg
 		if c.maxFrameSize != 0 && c.maxFrameSize < codec.MinMaxFrameSize {
 			a.initErr = fmt.Errorf("agent: max frame size %d is below %d", c.maxFrameSize, codec.MinMaxFrameSize)
+			return
+		}
+		if a.initErr = a.initTransport(); a.initErr != nil {
 			return
 		}
 		base := c.base
@@ -161,26 +172,21 @@ func orDur(v, def time.Duration) time.Duration {
 }
 
 // ListenAndServe listens on addr and serves until Shutdown or Close. addr is
-// "host:port" for TCP or "unix:/path/to.sock" for a Unix socket (a stale
-// socket file is replaced).
+// "host:port" for TCP or "unix:/path/to.sock" for a Unix socket: a socket
+// file left by a crashed run is replaced, one that another process serves is
+// not (ErrSocketInUse), the file gets WithSocketMode's mode and is removed
+// when the agent stops.
 func (a *Agent) ListenAndServe(addr string) error {
-	l, err := Listen(addr)
+	l, err := a.listen(addr)
 	if err != nil {
 		return err
 	}
 	return a.Serve(l)
 }
 
-// Listen opens a listener for addr as ListenAndServe understands it.
-func Listen(addr string) (net.Listener, error) {
-	if path, ok := strings.CutPrefix(addr, "unix:"); ok {
-		if fi, err := os.Stat(path); err == nil && fi.Mode()&os.ModeSocket != 0 {
-			_ = os.Remove(path)
-		}
-		return net.Listen("unix", path)
-	}
-	return net.Listen("tcp", addr)
-}
+// Listen opens a listener for addr as ListenAndServe understands it (a unix
+// socket gets the process umask's mode).
+func Listen(addr string) (net.Listener, error) { return listen(addr, 0) }
 
 // Serve accepts connections on l and serves each until Shutdown or Close,
 // after which it returns ErrAgentClosed. l is closed when Serve returns.
@@ -212,14 +218,21 @@ func (a *Agent) Serve(l net.Listener) error {
 			return err
 		}
 		backoff = 0
+		if !a.admit(nc) {
+			continue
+		}
+		nc = a.wrap(nc)
+		helloBy := time.Now().Add(a.connCfg.HelloTimeout)
 		c := conn.New(nc, &a.connCfg, a.disp)
 		if !a.addConn(c) {
-			_ = nc.Close()
+			c.Abort()
 			continue
 		}
 		go func() {
 			defer a.active.Done()
-			_ = c.Serve()
+			if a.handshake(c, nc, helloBy) {
+				_ = c.Serve()
+			}
 			a.forget(c)
 		}()
 	}
@@ -250,7 +263,8 @@ func (a *Agent) addConn(c *conn.Conn) bool {
 		return false
 	}
 	if a.cfg.maxConns > 0 && len(a.conns) >= a.cfg.maxConns {
-		a.log.Warn("connection limit reached: closing a new connection", zap.Int("limit", a.cfg.maxConns))
+		a.obs.ConnRefused(observe.RefusedLimit)
+		a.refused.log(a.log, "connection limit reached: closing a new connection", zap.Int("limit", a.cfg.maxConns))
 		return false
 	}
 	if a.conns == nil {
@@ -277,6 +291,9 @@ func (a *Agent) isClosed() bool {
 
 // close stops accepting and returns the live connections.
 func (a *Agent) close() []*conn.Conn {
+	if a.stopAccept != nil {
+		a.stopAccept()
+	}
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	a.closed = true
@@ -389,7 +406,7 @@ func (a *Agent) release() {
 // down gracefully within the shutdown timeout (WithShutdownTimeout). It
 // returns nil after a clean shutdown.
 func (a *Agent) Run(addr string) error {
-	l, err := Listen(addr)
+	l, err := a.listen(addr)
 	if err != nil {
 		return err
 	}

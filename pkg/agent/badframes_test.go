@@ -4,7 +4,6 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"flag"
-	"net"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -214,7 +213,18 @@ func loadBadCases(t *testing.T) []badCase {
 // exact AGENT-DISCONNECT status (or the documented tolerance), that the
 // connection is closed, that nothing was logged as a panic or an internal
 // error, and that no large allocation happened.
-func TestBadFrames(t *testing.T) {
+func TestBadFrames(t *testing.T) { testBadFrames(t, plainTransport) }
+
+// transport is how a test reaches the agent: the agent options it needs and
+// how a client connects.
+type transport struct {
+	opts []agent.Option
+	dial func(t *testing.T, addr string) *spoptest.Client
+}
+
+var plainTransport = transport{dial: func(t *testing.T, addr string) *spoptest.Client { return spoptest.Dial(t, addr) }}
+
+func testBadFrames(t *testing.T, tr transport) {
 	cases := loadBadCases(t)
 	require.GreaterOrEqual(t, len(cases), 40)
 	t.Logf("bad-input corpus: %d cases", len(cases))
@@ -222,7 +232,7 @@ func TestBadFrames(t *testing.T) {
 	for _, tc := range cases {
 		t.Run(tc.Name, func(t *testing.T) {
 			core, logs := observer.New(zapcore.DebugLevel)
-			opts := []agent.Option{agent.WithLogger(zap.New(core)), agent.WithHelloTimeout(2 * time.Second)}
+			opts := append([]agent.Option{agent.WithLogger(zap.New(core)), agent.WithHelloTimeout(2 * time.Second)}, tr.opts...)
 			if tc.NoFragmentation {
 				opts = append(opts, agent.WithFragmentation(false))
 			}
@@ -234,7 +244,7 @@ func TestBadFrames(t *testing.T) {
 			addr := start(t, a)
 
 			// The well-behaved neighbour.
-			good := spoptest.Dial(t, addr)
+			good := tr.dial(t, addr)
 			good.Hello("pipelining", 16380)
 			var served atomic.Int64
 			stop := make(chan struct{})
@@ -261,7 +271,7 @@ func TestBadFrames(t *testing.T) {
 			var before runtime.MemStats
 			runtime.ReadMemStats(&before)
 
-			c := spoptest.Dial(t, addr)
+			c := tr.dial(t, addr)
 			switch tc.Hello {
 			case "":
 			case "-":
@@ -271,7 +281,7 @@ func TestBadFrames(t *testing.T) {
 			}
 			c.Write(tc.input)
 			if tc.HalfClose {
-				require.NoError(t, c.NC.(*net.TCPConn).CloseWrite())
+				require.NoError(t, c.NC.(interface{ CloseWrite() error }).CloseWrite())
 			}
 			if tc.Status < 0 {
 				// Tolerated: the connection lives on and answers.

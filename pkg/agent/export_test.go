@@ -1,5 +1,7 @@
 package agent
 
+import "time"
+
 // ReadBuffersOutstanding returns how many read buffers are out of the
 // agent's pool, for tests that prove no path leaks one.
 func ReadBuffersOutstanding(a *Agent) int64 {
@@ -8,3 +10,8 @@ func ReadBuffersOutstanding(a *Agent) int64 {
 	}
 	return a.connCfg.ReadBuffers.Outstanding()
 }
+
+// WithRefusalLogEvery sets how often refused connections may be logged at
+// Warn level (a minute by default), so that tests see the limit work
+// without waiting for it.
+func WithRefusalLogEvery(d time.Duration) Option { return func(c *config) { c.tr.logEvery = d } }

@@ -30,6 +30,7 @@ type config struct {
 	noFragmentation bool
 	base            context.Context
 	observer        observe.Observer
+	tr              transportConfig // transport.go
 }
 
 // Defaults.

@@ -36,7 +36,8 @@ type Config struct {
 	// not yet answered. When it is reached the reader stops, and TCP pushes
 	// back on HAProxy.
 	MaxInFlight int
-	// HelloTimeout bounds the wait for the HAPROXY-HELLO.
+	// HelloTimeout bounds the wait for the HAPROXY-HELLO, counted from New:
+	// whatever runs between New and Serve (a TLS handshake) counts too.
 	HelloTimeout time.Duration
 	// WriteTimeout bounds every write; a peer that stops reading loses its
 	// connection instead of pinning the writer.

@@ -45,6 +45,7 @@ type Conn struct {
 	ctx    context.Context // handlers' context: cancelled when the connection dies
 	cancel context.CancelCauseFunc
 
+	helloBy   time.Time     // the HELLO deadline: HelloTimeout after New
 	limit     atomic.Uint32 // the reader's LENGTH limit; set by the decoder after HELLO
 	helloDone atomic.Bool   // set by the decoder once the HELLO is answered
 
@@ -92,6 +93,7 @@ func New(nc net.Conn, cfg *Config, d Dispatcher) *Conn {
 		failed:     make(chan struct{}),
 	}
 	c.gate.max = cfg.MaxInFlight
+	c.helloBy = time.Now().Add(cfg.HelloTimeout)
 	c.limit.Store(cfg.MaxFrameSize)
 	c.sess.Remote = nc.RemoteAddr().String()
 	c.ctx, c.cancel = context.WithCancelCause(cfg.Base)
@@ -141,7 +143,7 @@ func (c *Conn) InFlight() int { return c.gate.inFlight() }
 // returns.
 func (c *Conn) Serve() error {
 	c.cfg.Observer.ConnOpened()
-	_ = c.nc.SetReadDeadline(time.Now().Add(c.cfg.HelloTimeout))
+	_ = c.nc.SetReadDeadline(c.helloBy)
 	var readerDone sync.WaitGroup
 	readerDone.Add(1)
 	go func() {

@@ -44,6 +44,9 @@ type Metrics struct {
 	discOutKnwn [100]prometheus.Counter
 	reassembled prometheus.Counter
 	fragments   prometheus.Counter
+	refused     []prometheus.Counter // by observe.Refusal
+	tlsOK       prometheus.Counter
+	tlsFailed   prometheus.Counter
 
 	messages map[string]*messageMetrics // read-only after New
 	other    *messageMetrics
@@ -110,6 +113,17 @@ func New(reg prometheus.Registerer, messages ...string) *Metrics {
 	}
 	m.reassembled = counter("notifies_reassembled_total", "Fragmented NOTIFYs put together.")
 	m.fragments = counter("fragments_received_total", "Frames of fragmented NOTIFYs.")
+	refused := prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: Namespace, Name: "connections_refused_total",
+		Help: "Connections closed right after accept, by reason (not_allowed: source outside the allowlist; limit: connection limit reached)."},
+		[]string{"reason"})
+	reg.MustRegister(refused)
+	for _, r := range observe.Refusals() {
+		m.refused = append(m.refused, refused.WithLabelValues(r.String()))
+	}
+	tls := prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: Namespace, Name: "tls_handshakes_total",
+		Help: "TLS handshakes on accepted connections, by result (ok, failed)."}, []string{"result"})
+	reg.MustRegister(tls)
+	m.tlsOK, m.tlsFailed = tls.WithLabelValues("ok"), tls.WithLabelValues("failed")
 
 	msgs := prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: Namespace, Name: "messages_total",
 		Help: "SPOE messages handled, by name."}, []string{"message"})
@@ -215,6 +229,22 @@ func (m *Metrics) Message(name string, took time.Duration, code int) {
 	if code > 0 && code < len(mm.errors) {
 		mm.errors[code].Inc()
 	}
+}
+
+// ConnRefused implements observe.Observer.
+func (m *Metrics) ConnRefused(why observe.Refusal) {
+	if int(why) < len(m.refused) {
+		m.refused[why].Inc()
+	}
+}
+
+// TLSHandshake implements observe.Observer.
+func (m *Metrics) TLSHandshake(err error) {
+	if err != nil {
+		m.tlsFailed.Inc()
+		return
+	}
+	m.tlsOK.Inc()
 }
 
 var _ observe.Observer = (*Metrics)(nil)

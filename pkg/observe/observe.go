@@ -44,7 +44,38 @@ func Ends() []End {
 	return e
 }
 
-// Observer receives an agent's events.
+// Refusal says why a connection was refused before any byte was read.
+type Refusal uint8
+
+// The reasons a connection is refused.
+const (
+	RefusedNotAllowed Refusal = iota // its source address is outside the allowlist
+	RefusedLimit                     // the agent's connection limit was reached
+	refusalCount
+)
+
+var refusalNames = [...]string{"not_allowed", "limit"}
+
+// String returns the refusal's label ("not_allowed", "limit").
+func (r Refusal) String() string {
+	if r < refusalCount {
+		return refusalNames[r]
+	}
+	return "unknown"
+}
+
+// Refusals lists every Refusal, for pre-registering label values.
+func Refusals() []Refusal {
+	r := make([]Refusal, refusalCount)
+	for i := range r {
+		r[i] = Refusal(i)
+	}
+	return r
+}
+
+// Observer receives an agent's events. New events may be added to it:
+// implementations outside this module should embed Nop so that they keep
+// compiling.
 type Observer interface {
 	// ConnOpened: a connection was accepted.
 	ConnOpened()
@@ -66,6 +97,12 @@ type Observer interface {
 	// ("" for the fallback handler), took the handler's time, code the
 	// error code set (0 for success; see the agent's ErrCode constants).
 	Message(name string, took time.Duration, code int)
+	// ConnRefused: a connection was closed right after accept, before the
+	// agent read anything from it.
+	ConnRefused(why Refusal)
+	// TLSHandshake: a TLS handshake ended, successfully when err is nil.
+	// A connection whose handshake failed is never opened (ConnOpened).
+	TLSHandshake(err error)
 }
 
 // Nop is an Observer that does nothing.
@@ -97,3 +134,9 @@ func (Nop) Reassembled(int) {}
 
 // Message implements Observer.
 func (Nop) Message(string, time.Duration, int) {}
+
+// ConnRefused implements Observer.
+func (Nop) ConnRefused(Refusal) {}
+
+// TLSHandshake implements Observer.
+func (Nop) TLSHandshake(error) {}
