@@ -16,9 +16,15 @@ import (
 	"net"
 	"os"
 	"path/filepath"
-	"testing"
 	"time"
 )
+
+// TB is the part of testing.TB the package uses: an Example, which has no
+// *testing.T, can pass its own.
+type TB interface {
+	Helper()
+	Fatalf(format string, args ...any)
+}
 
 // ServerName is the DNS name in every certificate Issue makes, beside
 // localhost, 127.0.0.1 and ::1: HAProxy's "verifyhost" and Go clients'
@@ -40,7 +46,7 @@ type Cert struct {
 }
 
 // NewCA makes a self-signed CA named name.
-func NewCA(t testing.TB, name string) *CA {
+func NewCA(t TB, name string) *CA {
 	t.Helper()
 	key := newKey(t)
 	tmpl := &x509.Certificate{
@@ -66,7 +72,7 @@ func NewCA(t testing.TB, name string) *CA {
 // Issue makes a certificate for name, valid for both ends of a TLS
 // connection (server and client authentication), for ServerName, localhost,
 // 127.0.0.1 and ::1.
-func (ca *CA) Issue(t testing.TB, name string) *Cert {
+func (ca *CA) Issue(t TB, name string) *Cert {
 	t.Helper()
 	key := newKey(t)
 	tmpl := &x509.Certificate{
@@ -104,7 +110,7 @@ func Pool(cas ...*CA) *x509.CertPool {
 }
 
 // TLS returns the certificate for a tls.Config.
-func (c *Cert) TLS(t testing.TB) tls.Certificate {
+func (c *Cert) TLS(t TB) tls.Certificate {
 	t.Helper()
 	tc, err := tls.X509KeyPair(c.CertPEM, c.KeyPEM)
 	if err != nil {
@@ -122,7 +128,7 @@ type Files struct {
 
 // WriteFiles writes the certificate and its key to dir as base.crt,
 // base.key and base.pem (both together).
-func (c *Cert) WriteFiles(t testing.TB, dir, base string) Files {
+func (c *Cert) WriteFiles(t TB, dir, base string) Files {
 	t.Helper()
 	f := Files{
 		Cert:     filepath.Join(dir, base+".crt"),
@@ -136,7 +142,7 @@ func (c *Cert) WriteFiles(t testing.TB, dir, base string) Files {
 }
 
 // WriteCAFile writes the CAs' certificates, one after the other, to path.
-func WriteCAFile(t testing.TB, path string, cas ...*CA) string {
+func WriteCAFile(t TB, path string, cas ...*CA) string {
 	t.Helper()
 	var b []byte
 	for _, ca := range cas {
@@ -149,7 +155,7 @@ func WriteCAFile(t testing.TB, path string, cas ...*CA) string {
 // WriteFile replaces path's contents atomically (a temporary file renamed
 // over it), as certificate rotation tools do, so that a reader never sees a
 // file half-written.
-func WriteFile(t testing.TB, path string, data []byte, mode os.FileMode) {
+func WriteFile(t TB, path string, data []byte, mode os.FileMode) {
 	t.Helper()
 	tmp, err := os.CreateTemp(filepath.Dir(path), ".tmp-*")
 	if err != nil {
@@ -168,7 +174,7 @@ func WriteFile(t testing.TB, path string, data []byte, mode os.FileMode) {
 	}
 }
 
-func newKey(t testing.TB) *ecdsa.PrivateKey {
+func newKey(t TB) *ecdsa.PrivateKey {
 	t.Helper()
 	k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
@@ -177,7 +183,7 @@ func newKey(t testing.TB) *ecdsa.PrivateKey {
 	return k
 }
 
-func serial(t testing.TB) *big.Int {
+func serial(t TB) *big.Int {
 	t.Helper()
 	n, err := rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), 120))
 	if err != nil {
