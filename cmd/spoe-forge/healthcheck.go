@@ -74,15 +74,19 @@ func runHealthcheck(args []string, stdout, stderr io.Writer) int {
 		return exitUnhealthy
 	}
 	if !f.quiet {
-		fmt.Fprintf(stdout, "healthy: %s answered version %s, max-frame-size %d, capabilities %q\n",
-			addr, printable(res.version), res.maxFrameSize, res.capabilities)
+		over := ""
+		if res.tls != "" {
+			over = ", over " + res.tls
+		}
+		fmt.Fprintf(stdout, "healthy: %s answered version %s, max-frame-size %d, capabilities %q%s\n",
+			addr, printable(res.version), res.maxFrameSize, res.capabilities, over)
 	}
 	return exitHealthy
 }
 
 // healthcheckUsage prints the help of the healthcheck subcommand.
 func healthcheckUsage(w io.Writer) {
-	fmt.Fprint(w, `Usage: spoe-forge healthcheck [--host H] [--port P] [--timeout D] [--quiet]
+	fmt.Fprint(w, `Usage: spoe-forge healthcheck [--host H] [--port P | --unix PATH] [--timeout D] [TLS flags] [--quiet]
 
 Connects to an SPOE agent, sends the health-check HAPROXY-HELLO of HAProxy's
 "option spop-check" and checks the AGENT-HELLO as HAProxy 3.2 does: frame type
@@ -91,6 +95,7 @@ within 256..16380 and a capabilities item.
 
 Exit status: 0 healthy, 1 unhealthy, 2 bad usage.
 
+`+transportHelp+`
 Flags:
 `)
 	var f healthcheckFlags
@@ -99,6 +104,7 @@ Flags:
 
 // result is what a healthy agent negotiated.
 type result struct {
+	tls          string // the TLS version, "" for plain text
 	version      []byte
 	maxFrameSize uint32
 	capabilities string // the raw item, as the agent wrote it
@@ -127,7 +133,12 @@ func check(t *target) (*result, error) {
 	if err != nil {
 		return nil, err
 	}
-	return validate(frame)
+	res, err := validate(frame)
+	if err != nil {
+		return nil, err
+	}
+	res.tls = tlsVersion(c)
+	return res, nil
 }
 
 // readFrame reads the first frame the agent sends, as HAProxy's check does:

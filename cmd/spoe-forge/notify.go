@@ -305,6 +305,7 @@ func runNotify(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 // notifyResult is what one exchange gave, in the shape of --json.
 type notifyResult struct {
 	Agent      string          `json:"agent"`
+	TLS        string          `json:"tls,omitempty"` // the TLS version, when TLS is on
 	OK         bool            `json:"ok"`
 	Hello      *helloResult    `json:"hello,omitempty"`
 	Ack        *ackResult      `json:"ack,omitempty"`
@@ -360,6 +361,7 @@ func notify(f *notifyFlags) *notifyResult {
 		res.Error = err.Error()
 		return res
 	}
+	res.TLS = tlsVersion(nc)
 	opts := []spoetest.Option{
 		spoetest.WithStyle(f.style),
 		spoetest.WithMaxFrameSize(uint32(f.maxFrameSize)),
@@ -478,7 +480,11 @@ func describeAction(a spoetest.Action) actionResult {
 // ACK and its actions one per line, or the DISCONNECT.
 func (r *notifyResult) printText(w io.Writer) {
 	if h := r.Hello; h != nil {
-		fmt.Fprintf(w, "hello: version %s, max-frame-size %d, capabilities %q\n", printable([]byte(h.Version)), h.MaxFrameSize, h.Capabilities)
+		over := ""
+		if r.TLS != "" {
+			over = ", over " + r.TLS
+		}
+		fmt.Fprintf(w, "hello: version %s, max-frame-size %d, capabilities %q%s\n", printable([]byte(h.Version)), h.MaxFrameSize, h.Capabilities, over)
 	}
 	if a := r.Ack; a != nil {
 		n := "no actions"
@@ -505,7 +511,7 @@ func (r *notifyResult) printText(w io.Writer) {
 
 // notifyUsage prints the help of the notify subcommand.
 func notifyUsage(w io.Writer) {
-	fmt.Fprint(w, `Usage: spoe-forge notify [--host H] [--port P] [--timeout D]
+	fmt.Fprint(w, `Usage: spoe-forge notify [--host H] [--port P | --unix PATH] [--timeout D] [TLS flags]
            --message NAME [--arg NAME=VALUE]... [--message NAME [--arg ...]...]...
            [--style 3.2|2.6] [--max-frame-size N] [--capabilities LIST] [--json]
 
@@ -550,10 +556,11 @@ OUTPUT
     set-var txn.score int64 42
     unset-var sess.user
 
+  Over TLS, the hello line ends with ", over TLS 1.3" (or 1.2).
   str and bin values are quoted as Go strings. An AGENT-DISCONNECT is printed
   as "disconnect: status N (reason), message "..."". When the exchange fails,
   one line on standard error says why. With --json, standard output is one
-  JSON object: agent, ok, hello, ack (stream_id, frame_id, aborted, actions:
+  JSON object: agent, tls (the version, over TLS), ok, hello, ack (stream_id, frame_id, aborted, actions:
   action, scope, name, type, value; bin values in hexadecimal), disconnect
   (status, reason, message) and error.
 
@@ -585,6 +592,7 @@ EXAMPLES
   In a script:
     spoe-forge notify --json --message check-request --arg path=str:/ | jq .ack.actions
 
+`+transportHelp+`
 FLAGS
 `)
 	var f notifyFlags
