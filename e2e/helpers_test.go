@@ -73,15 +73,25 @@ type testAgent struct {
 // is printed if the test failed.
 func startAgent(t *testing.T, register func(a *agent.Agent), opts ...agent.Option) *testAgent {
 	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	return startAgentOn(t, l, register, opts...)
+}
+
+// startAgentOn is startAgent on a listener of the test's: Addr is then the
+// address in HAProxy's syntax ("unix@/path" for a unix socket).
+func startAgentOn(t *testing.T, l net.Listener, register func(a *agent.Agent), opts ...agent.Option) *testAgent {
+	t.Helper()
 	core, logs := observer.New(zapcore.DebugLevel)
 	opts = append([]agent.Option{agent.WithLogger(zap.New(core))}, opts...)
 	ta := &testAgent{Agent: agent.New(opts...), Logs: logs, served: make(chan struct{})}
 	if register != nil {
 		register(ta.Agent)
 	}
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	require.NoError(t, err)
 	ta.Addr = l.Addr().String()
+	if l.Addr().Network() == "unix" {
+		ta.Addr = "unix@" + ta.Addr
+	}
 	go func() {
 		defer close(ta.served)
 		ta.serveErr = ta.Serve(l)
@@ -156,6 +166,9 @@ type hapConfig struct {
 	Dir string
 	// Check adds "option spop-check" and "check inter 300ms" to a1.
 	Check bool
+	// ServerOpts: more options of a1's server line ("ssl verify required
+	// ca-file ... crt ...").
+	ServerOpts string
 	// Global: extra lines of the global section.
 	Global string
 	// Frontend: the rules of fe_main (filter and bind are given).
@@ -209,9 +222,9 @@ backend be_spoa
     timeout server 60s
 {{- if .Check}}
     option spop-check
-    server a1 {{.AgentAddr}} check inter 300ms
+    server a1 {{.AgentAddr}} check inter 300ms {{.ServerOpts}}
 {{- else}}
-    server a1 {{.AgentAddr}}
+    server a1 {{.AgentAddr}} {{.ServerOpts}}
 {{- end}}
 {{.Extra}}
 `))
