@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"crypto/rand"
+	"crypto/tls"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -11,6 +12,7 @@ import (
 	"math"
 	"net"
 	"runtime"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -22,7 +24,8 @@ import (
 
 // config is one load run; main fills it from flags, tests directly.
 type config struct {
-	addr      string
+	addr      string      // host:port, or unix:/path
+	tls       *tls.Config // nil: plain text
 	conns     int
 	pipeline  int
 	duration  time.Duration // measured window; ignored when n > 0
@@ -172,6 +175,28 @@ func randomEngineID() string {
 	return s[0:8] + "-" + s[8:12] + "-" + s[12:16] + "-" + s[16:20] + "-" + s[20:32]
 }
 
+// dial connects to the agent: TCP or a unix socket, and TLS (handshake
+// done) when configured.
+func dial(ctx context.Context, cfg *config) (net.Conn, error) {
+	d := net.Dialer{Timeout: dialTimeout}
+	network, addr := "tcp", cfg.addr
+	if path, ok := strings.CutPrefix(addr, "unix:"); ok {
+		network, addr = "unix", path
+	}
+	nc, err := d.DialContext(ctx, network, addr)
+	if err != nil || cfg.tls == nil {
+		return nc, err
+	}
+	tc := tls.Client(nc, cfg.tls)
+	hctx, cancel := context.WithTimeout(ctx, dialTimeout)
+	defer cancel()
+	if err := tc.HandshakeContext(hctx); err != nil {
+		_ = nc.Close()
+		return nil, fmt.Errorf("TLS handshake: %w", err)
+	}
+	return tc, nil
+}
+
 // start connects, shakes hands and prepares every connection.
 func start(ctx context.Context, cfg config) (*run, error) {
 	if cfg.conns < 1 || cfg.pipeline < 1 {
@@ -183,9 +208,8 @@ func start(ctx context.Context, cfg config) (*run, error) {
 	}
 	r := &run{cfg: cfg, stop: make(chan struct{})}
 	engineID := randomEngineID()
-	d := net.Dialer{Timeout: dialTimeout}
 	for i := range cfg.conns {
-		nc, err := d.DialContext(ctx, "tcp", cfg.addr)
+		nc, err := dial(ctx, &cfg)
 		if err != nil {
 			r.closeAll()
 			return nil, err

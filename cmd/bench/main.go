@@ -24,9 +24,12 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"flag"
 	"fmt"
+	"net"
 	"os"
 	"os/signal"
 	"runtime"
@@ -50,7 +53,9 @@ func run1(args []string) int {
 		progress time.Duration
 		quiet    bool
 	)
-	fs.StringVar(&cfg.addr, "addr", "127.0.0.1:12345", "agent address host:port")
+	fs.StringVar(&cfg.addr, "addr", "127.0.0.1:12345", "agent address host:port, or unix:/path for a unix socket")
+	var tlsFlags tlsFlags
+	tlsFlags.register(fs)
 	fs.IntVar(&cfg.conns, "conns", 4, "connections")
 	fs.IntVar(&cfg.pipeline, "pipeline", 16, "NOTIFYs in flight per connection (1 if the agent does not negotiate pipelining, as HAProxy)")
 	fs.DurationVar(&cfg.duration, "duration", 10*time.Second, "measured time, after -warmup")
@@ -81,6 +86,10 @@ func run1(args []string) int {
 		return 2
 	}
 	cfg.mfs = uint32(mfs)
+	if cfg.tls, err = tlsFlags.config(cfg.addr); err != nil {
+		fmt.Fprintln(os.Stderr, "bench:", err)
+		return 2
+	}
 	for _, v := range strings.Split(expect, ",") {
 		if v = strings.TrimSpace(v); v != "" {
 			cfg.expect = append(cfg.expect, v)
@@ -135,4 +144,54 @@ func bench(ctx context.Context, cfg config) (*result, error) {
 		err = errors.New("no NOTIFY was acknowledged in the measured window")
 	}
 	return res, err
+}
+
+// tlsFlags are the flags that make cmd/bench speak TLS to the agent, as
+// HAProxy's "ssl verify required ca-file ... crt ..." does.
+type tlsFlags struct {
+	ca, cert, key, serverName string
+	insecure                  bool
+}
+
+func (f *tlsFlags) register(fs *flag.FlagSet) {
+	fs.StringVar(&f.ca, "tls-ca", "", "speak TLS; verify the agent's certificate against the CAs of this PEM file (HAProxy's ca-file)")
+	fs.StringVar(&f.cert, "tls-cert", "", "speak TLS; present this client certificate, PEM, with its key unless -tls-key (HAProxy's crt)")
+	fs.StringVar(&f.key, "tls-key", "", "the key of -tls-cert, when the certificate file does not hold it")
+	fs.StringVar(&f.serverName, "tls-server-name", "", "name the agent's certificate must be valid for (default: the host of -addr)")
+	fs.BoolVar(&f.insecure, "tls-insecure", false, "speak TLS and accept any agent certificate")
+}
+
+// config returns the TLS configuration the flags ask for, nil for plain text.
+func (f *tlsFlags) config(addr string) (*tls.Config, error) {
+	if f.ca == "" && f.cert == "" && f.key == "" && f.serverName == "" && !f.insecure {
+		return nil, nil
+	}
+	cfg := &tls.Config{MinVersion: tls.VersionTLS12, ServerName: f.serverName, InsecureSkipVerify: f.insecure}
+	if cfg.ServerName == "" && !strings.HasPrefix(addr, "unix:") {
+		cfg.ServerName, _, _ = net.SplitHostPort(addr)
+	}
+	if f.ca != "" {
+		pem, err := os.ReadFile(f.ca)
+		if err != nil {
+			return nil, err
+		}
+		cfg.RootCAs = x509.NewCertPool()
+		if !cfg.RootCAs.AppendCertsFromPEM(pem) {
+			return nil, fmt.Errorf("-tls-ca %s holds no PEM certificate", f.ca)
+		}
+	}
+	if f.cert != "" {
+		key := f.key
+		if key == "" {
+			key = f.cert
+		}
+		pair, err := tls.LoadX509KeyPair(f.cert, key)
+		if err != nil {
+			return nil, err
+		}
+		cfg.Certificates = []tls.Certificate{pair}
+	} else if f.key != "" {
+		return nil, errors.New("-tls-key needs -tls-cert")
+	}
+	return cfg, nil
 }
