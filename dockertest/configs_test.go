@@ -3,6 +3,7 @@ package dockertest
 import (
 	"path/filepath"
 	"regexp"
+	"slices"
 	"sort"
 	"strings"
 	"testing"
@@ -38,16 +39,25 @@ func configFiles(t *testing.T) []string {
 }
 
 // TestConfigsLoad runs "haproxy -c" on every HAProxy configuration of docker/,
-// in place, with each binary it is written for, under three environments:
+// in place, with each binary it is written for, under five environments:
 // none of its variables set (the presetenv defaults; HAProxy is started from
 // another folder, so the relative SPOE_CONF must resolve next to the file),
-// TRUSTED_PROXIES set, and the environment docker/compose.yaml gives it.
+// TRUSTED_PROXIES set, the environment docker/compose.yaml gives it (mutual
+// TLS with the certificates of docker/gen-dev-certs.sh), mutual TLS alone,
+// and an agent on a unix socket.
 func TestConfigsLoad(t *testing.T) {
 	compose := loadCompose(t)
 	for _, name := range configFiles(t) {
 		versions, ok := configVersions[name]
 		require.True(t, ok, "docker/%s: add it to configVersions with the HAProxy versions it is for", name)
 		composeEnv := composeEnvFor(t, compose, name)
+		for i, kv := range composeEnv {
+			// The certificates are mounted in the containers: here they
+			// are those gen-dev-certs.sh makes.
+			k, v, _ := strings.Cut(kv, "=")
+			composeEnv[i] = k + "=" + hostPath(t, v)
+		}
+		certs := devCerts(t)
 		for _, v := range versions {
 			t.Run(name+"/"+string(v), func(t *testing.T) {
 				bin := haproxytest.Binary(t, v)
@@ -62,6 +72,8 @@ func TestConfigsLoad(t *testing.T) {
 					// resolve; "init-addr last,libc,none" lets HAProxy
 					// start anyway.
 					{"compose environment", cleanEnv(composeEnv...), "could not resolve address"},
+					{"mutual TLS", cleanEnv("AGENT_CA="+filepath.Join(certs, "ca.crt"), "AGENT_CLIENT_CERT="+filepath.Join(certs, "haproxy.pem")), ""},
+					{"unix socket", cleanEnv("AGENT_ADDR=unix@/run/spoa/agent.sock"), ""},
 				}
 				for _, s := range scenarios {
 					t.Run(s.name, func(t *testing.T) {
@@ -113,7 +125,8 @@ func TestLegacyRejectsModeSpop(t *testing.T) {
 }
 
 // TestConfigEnvironment checks the variables of the HAProxy configurations:
-// each has a presetenv default (TRUSTED_PROXIES is only read when defined),
+// each has a presetenv default (TRUSTED_PROXIES and AGENT_CA are only read
+// when defined),
 // the defaults match cmd/example and spoe-forge healthcheck, and each is
 // documented in the file's header and in docker/README.md.
 func TestConfigEnvironment(t *testing.T) {
@@ -131,7 +144,7 @@ func TestConfigEnvironment(t *testing.T) {
 
 			defaults := presetDefaults(t, cfg)
 			for _, k := range refs {
-				if k == "TRUSTED_PROXIES" {
+				if slices.Contains(optionalEnv, k) {
 					continue
 				}
 				require.Contains(t, defaults, k, "%s has no presetenv default", k)
@@ -145,11 +158,15 @@ func TestConfigEnvironment(t *testing.T) {
 			require.Contains(t, help, "(default 127.0.0.1)", "spoe-forge healthcheck's default host")
 			require.Contains(t, help, "(default 12345)", "spoe-forge healthcheck's default port")
 
-			// TRUSTED_PROXIES is read only inside ".if defined(TRUSTED_PROXIES)".
-			outside := regexp.MustCompile(`(?s)\n\.if defined\(TRUSTED_PROXIES\)\n.*?\n\.endif\n`).ReplaceAllString(cfg, "\n")
-			require.NotContains(t, outside, "${TRUSTED_PROXIES", "TRUSTED_PROXIES must be optional")
-			require.Contains(t, cfg, "${TRUSTED_PROXIES")
-			require.Contains(t, readme, "`TRUSTED_PROXIES`")
+			// The optional variables are read only inside ".if defined(NAME)",
+			// and documented.
+			for _, k := range optionalEnv {
+				outside := regexp.MustCompile(`(?s)\n\.if defined\(`+k+`\)\n.*?\n\.(else|endif)\n`).ReplaceAllString(cfg, "\n")
+				require.NotContains(t, outside, "${"+k, "%s must be optional", k)
+				require.Contains(t, cfg, "${"+k)
+				require.Regexp(t, `(?m)^#\s+`+k+`\s`, cfg, "the header of %s must document %s", name, k)
+				require.Contains(t, readme, "`"+k+"`")
+			}
 		})
 	}
 }

@@ -34,7 +34,12 @@ const (
 )
 
 // The environment variables the HAProxy configurations of docker/ read.
-var configEnv = []string{"FRONTEND_BIND", "BACKEND_ADDR", "AGENT_ADDR", "AGENT_CHECK_INTER", "SPOE_CONF", "TRUSTED_PROXIES"}
+var configEnv = []string{"FRONTEND_BIND", "BACKEND_ADDR", "AGENT_ADDR", "AGENT_CHECK_INTER", "SPOE_CONF", "TRUSTED_PROXIES",
+	"AGENT_CA", "AGENT_CLIENT_CERT", "AGENT_SERVER_NAME"}
+
+// optionalEnv are the variables read only inside ".if defined(NAME)": they
+// have no presetenv default.
+var optionalEnv = []string{"TRUSTED_PROXIES", "AGENT_CA"}
 
 var tmpRoot string // removed by TestMain; holds the built binaries
 
@@ -203,10 +208,19 @@ func (p *process) stop() error {
 // "spoe-forge healthcheck" passes against it.
 func startAgent(t testing.TB, example, spoeForge string, port int) *process {
 	t.Helper()
-	p := startProcess(t, example, "-addr", "127.0.0.1:"+strconv.Itoa(port), "-log-level", "debug")
+	return startAgentWith(t, example, spoeForge,
+		[]string{"-addr", "127.0.0.1:" + strconv.Itoa(port)}, []string{"--port", strconv.Itoa(port)})
+}
+
+// startAgentWith runs the example agent with args and waits until
+// "spoe-forge healthcheck" passes against it with check (the flags that
+// say where the agent is and how to reach it).
+func startAgentWith(t testing.TB, example, spoeForge string, args, check []string) *process {
+	t.Helper()
+	p := startProcess(t, example, append(args, "-log-level", "debug")...)
 	deadline := time.Now().Add(readyTimeout)
 	for {
-		code, out := healthcheck(t, spoeForge, port)
+		code, out := runStatus(t, 10*time.Second, os.Environ(), "", spoeForge, append([]string{"healthcheck", "--timeout", "2s"}, check...)...)
 		if code == 0 {
 			return p
 		}
@@ -302,4 +316,49 @@ func cleanEnv(extra ...string) []string {
 		}
 	}
 	return append(env, extra...)
+}
+
+var devCertsOnce struct {
+	once sync.Once
+	dir  string
+	err  error
+}
+
+// devCerts runs docker/gen-dev-certs.sh once per test run, as compose's
+// certs service does, and returns the folder of the certificates. Without
+// openssl the test skips, or fails when SPOE_REQUIRE_HAPROXY=1 (as CI sets).
+func devCerts(t testing.TB) string {
+	t.Helper()
+	if _, err := exec.LookPath("openssl"); err != nil {
+		if os.Getenv("SPOE_REQUIRE_HAPROXY") == "1" {
+			t.Fatalf("openssl is needed to run docker/gen-dev-certs.sh (SPOE_REQUIRE_HAPROXY=1 forbids skipping): %v", err)
+		}
+		t.Skipf("SKIPPED: openssl is needed to run docker/gen-dev-certs.sh: %v", err)
+	}
+	devCertsOnce.once.Do(func() {
+		dir := filepath.Join(tmpRoot, "certs")
+		ctx, cancel := context.WithTimeout(context.Background(), checkTimeout)
+		defer cancel()
+		cmd := exec.CommandContext(ctx, "sh", dockerDir(t, "gen-dev-certs.sh"))
+		cmd.Env = append(os.Environ(), "CERTS_DIR="+dir, "AGENT_NAME=agent")
+		if out, err := cmd.CombinedOutput(); err != nil {
+			devCertsOnce.err = fmt.Errorf("gen-dev-certs.sh: %v\n%s", err, out)
+			return
+		}
+		devCertsOnce.dir = dir
+	})
+	require.NoError(t, devCertsOnce.err)
+	return devCertsOnce.dir
+}
+
+// hostPath maps a path inside the compose containers' certificate mounts
+// (/certs, /usr/local/etc/haproxy/certs) to the same file of devCerts.
+func hostPath(t testing.TB, p string) string {
+	t.Helper()
+	for _, mount := range []string{"/usr/local/etc/haproxy/certs/", "/certs/"} {
+		if rest, ok := strings.CutPrefix(p, mount); ok {
+			return filepath.Join(devCerts(t), rest)
+		}
+	}
+	return p
 }
