@@ -11,12 +11,15 @@
 # 2. End to end: the same agents behind real HAProxy 2.6 and 3.2 (one
 #    thread, CPU 0) driven by wrk (CPU 0) against a frontend that answers
 #    from the agent's variables, plus HAProxy without SPOE as the ceiling.
-# 3. A CPU profile of the spoeforge agent at 16x64, and the whole-stack
+# 3. The spoeforge agent over TCP, a unix socket and mutual TLS, direct and
+#    behind HAProxy (bench/transports.sh; BENCH_SKIP_TRANSPORTS=1 skips it).
+# 4. A CPU profile of the spoeforge agent at 16x64, and the whole-stack
 #    allocation test of pkg/agent.
 #
 # Raw results go to bench/results/<date>/ and bench/RESULTS.md is generated
 # from them (bench/report). Knobs (environment): BENCH_DURATION (5s),
-# BENCH_WARMUP (1s), BENCH_REPS (3), BENCH_RATE (10000), BENCH_SKIP_E2E=1.
+# BENCH_WARMUP (1s), BENCH_REPS (3), BENCH_RATE (10000), BENCH_SKIP_E2E=1,
+# BENCH_SKIP_TRANSPORTS=1.
 #
 #	bash bench/run.sh
 set -euo pipefail
@@ -256,6 +259,12 @@ if [[ "${BENCH_SKIP_E2E:-0}" != 1 ]]; then
 			done
 		done
 	done
+fi
+
+# --- 2b. transports: TCP, unix socket, mutual TLS -------------------------
+if [[ "${BENCH_SKIP_TRANSPORTS:-0}" != 1 ]]; then
+	log "transports (bench/transports.sh)"
+	TRANSPORTS_DIR="$out" TRANSPORTS_REPORT=0 bash bench/transports.sh
 fi
 
 # --- 3. profile and allocations ------------------------------------------

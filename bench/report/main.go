@@ -365,6 +365,9 @@ func write(w *bytes.Buffer, dir, out string) error {
 		}
 	}
 
+	// --- transports (bench/transports.sh) ---
+	writeTransports(p, dir, rel)
+
 	// --- targets ---
 	p("## Targets (issue 6)\n\n")
 	p("| target | measured | verdict |\n|---|---|---|\n")
@@ -594,4 +597,143 @@ func div(a, b float64) float64 {
 		return 0
 	}
 	return a / b
+}
+
+// transports are the transports bench/transports.sh compares, in order.
+var transports = []string{"tcp", "unix", "mtls"}
+
+var transportNames = map[string]string{"tcp": "TCP", "unix": "unix socket", "mtls": "mutual TLS (TCP)"}
+
+// writeTransports renders bench/transports.sh's results, if any: the
+// spoeforge agent over TCP, a unix socket and mutual TLS, directly
+// (cmd/bench) and behind HAProxy (wrk).
+func writeTransports(p func(string, ...any), dir, rel string) {
+	base := filepath.Join(dir, "transports")
+	directFiles, _ := filepath.Glob(filepath.Join(base, "direct", "*.json"))
+	wrkFiles, _ := filepath.Glob(filepath.Join(base, "e2e", "*.wrk"))
+	if len(directFiles) == 0 && len(wrkFiles) == 0 {
+		return
+	}
+	p("## Transports: TCP, unix socket, mutual TLS (spoeforge)\n\n")
+	p("`bench/transports.sh`: the spoeforge agent (`bench/peers/spoeforge`) on CPU 1 over each transport, the runs interleaved (TCP, unix, mTLS, TCP, …) and the agent restarted for each. Mutual TLS is TLS 1.3 with ECDSA P-256 certificates from `docker/gen-dev-certs.sh`, the client certificate verified; HAProxy's server line is `ssl verify required ca-file … crt … verifyhost agent`, a unix socket `unix@…`. Connections are long-lived, so the handshakes are not what is measured: the cost of encrypting the frames is. Raw files: [`transports/`](%s/transports).\n\n", rel)
+	for _, l := range readLines(filepath.Join(base, "env.txt")) {
+		p("- %s\n", l)
+	}
+	p("\n")
+
+	type dkey struct{ scen, tr string }
+	druns := map[dkey][]direct{}
+	var scens []string
+	for _, f := range directFiles {
+		// <scenario>.<transport>.<rep>.json
+		parts := strings.Split(strings.TrimSuffix(filepath.Base(f), ".json"), ".")
+		if len(parts) != 3 {
+			continue
+		}
+		var d direct
+		if b, err := os.ReadFile(f); err != nil || json.Unmarshal(b, &d) != nil {
+			d = direct{Errors: -1}
+		}
+		k := dkey{parts[0], parts[1]}
+		if len(druns[k]) == 0 && !slices.Contains(scens, parts[0]) {
+			scens = append(scens, parts[0])
+		}
+		druns[k] = append(druns[k], d)
+	}
+	sort.Slice(scens, func(i, j int) bool {
+		return slices.Index(scenarioOrder, scens[i]) < slices.Index(scenarioOrder, scens[j])
+	})
+	if len(scens) > 0 {
+		p("### Direct: cmd/bench playing HAProxy\n\n")
+		p("| scenario | transport | NOTIFY/s [min–max] | p50 µs | p99 µs | agent CPU s / M NOTIFY | agent read / write syscalls per NOTIFY | peak RSS MiB | errors |\n")
+		p("|---|---|---:|---:|---:|---:|---:|---:|---:|\n")
+		for _, scen := range scens {
+			for _, tr := range transports {
+				ds := druns[dkey{scen, tr}]
+				if len(ds) == 0 {
+					continue
+				}
+				var rps, p50, p99, perM, rss, rd, wr []float64
+				var errs int64
+				failed := 0
+				for _, d := range ds {
+					if d.Errors < 0 {
+						failed++
+						continue
+					}
+					errs += d.Errors
+					rps, p50, p99 = append(rps, d.NotifyPerSec), append(p50, d.Latency.P50), append(p99, d.Latency.P99)
+					if d.Agent != nil && d.Agent.Error == "" {
+						perM, rss = append(perM, d.Agent.PerM), append(rss, float64(d.Agent.PeakRSSKiB)/1024)
+						rd, wr = append(rd, d.Agent.Reads), append(wr, d.Agent.Writes)
+					}
+				}
+				lo, hi := minmax(rps)
+				errCell := strconv.FormatInt(errs, 10)
+				if failed > 0 {
+					errCell += fmt.Sprintf(" (%d run(s) failed)", failed)
+				}
+				p("| %s | %s | %.0f [%.0f–%.0f] | %.0f | %.0f | %.2f | %.3f / %.3f | %.1f | %s |\n",
+					scen, transportNames[tr], median(rps), lo, hi, median(p50), median(p99), median(perM), median(rd), median(wr), median(rss), errCell)
+			}
+		}
+		p("\n")
+	}
+
+	type ekey struct{ version, tr string }
+	eruns := map[ekey][]e2e{}
+	var versions []string
+	for _, f := range wrkFiles {
+		// <major>.<minor>.<transport>.<rep>.wrk
+		parts := strings.Split(strings.TrimSuffix(filepath.Base(f), ".wrk"), ".")
+		if len(parts) != 4 {
+			continue
+		}
+		r := parseWrk(f)
+		r.cpuTicks = -1
+		for _, l := range readLines(strings.TrimSuffix(f, ".wrk") + ".agent") {
+			k, v, _ := strings.Cut(l, ": ")
+			x, _ := strconv.ParseFloat(v, 64)
+			switch k {
+			case "agent_cpu_ticks":
+				r.cpuTicks = x
+			case "peak_rss_kib":
+				r.rssKiB = x
+			}
+		}
+		v := parts[0] + "." + parts[1]
+		if !slices.Contains(versions, v) {
+			versions = append(versions, v)
+		}
+		eruns[ekey{v, parts[2]}] = append(eruns[ekey{v, parts[2]}], r)
+	}
+	sort.Strings(versions)
+	for _, v := range versions {
+		p("### End to end: wrk → HAProxy %s → agent\n\n", v)
+		p("| transport | requests/s [min–max] | p50 ms | p99 ms | agent CPU s / M requests | peak RSS MiB | non-2xx | socket errors |\n")
+		p("|---|---:|---:|---:|---:|---:|---:|---|\n")
+		for _, tr := range transports {
+			rs := eruns[ekey{v, tr}]
+			if len(rs) == 0 {
+				continue
+			}
+			var rps, p50, p99, perM, rss []float64
+			var non2xx float64
+			sock := ""
+			for _, r := range rs {
+				rps, p50, p99, rss = append(rps, r.rps), append(p50, r.p50), append(p99, r.p99), append(rss, r.rssKiB/1024)
+				if r.cpuTicks >= 0 && r.requests > 0 {
+					perM = append(perM, r.cpuTicks/100/r.requests*1e6)
+				}
+				non2xx += r.non2xx
+				if r.sockErr != "" {
+					sock = r.sockErr
+				}
+			}
+			lo, hi := minmax(rps)
+			p("| %s | %.0f [%.0f–%.0f] | %.2f | %.2f | %.2f | %.1f | %.0f | %s |\n",
+				transportNames[tr], median(rps), lo, hi, median(p50), median(p99), median(perM), median(rss), non2xx, sock)
+		}
+		p("\n")
+	}
 }
