@@ -8,9 +8,9 @@
 # It raises the soft file descriptor limit as far as the hard limit allows
 # (the agent and the client run in separate processes, each needs one
 # descriptor per connection) and prints the agent's memory per idle
-# connection.
+# connection, in plain text and over mutual TLS (TestIdleConnectionsTLS).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 ulimit -n "$(ulimit -Hn)" || true
 echo "scale.sh: file descriptor limit $(ulimit -n), $(nproc) cores"
-exec go test -tags scale -count=1 -timeout 10m -run '^TestIdleConnections$' -v ./pkg/agent/ "$@"
+exec go test -tags scale -count=1 -timeout 10m -run '^TestIdleConnections(TLS)?$' -v ./pkg/agent/ "$@"
