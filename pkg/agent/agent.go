@@ -228,13 +228,7 @@ func (a *Agent) Serve(l net.Listener) error {
 			c.Abort()
 			continue
 		}
-		go func() {
-			defer a.active.Done()
-			if a.handshake(c, nc, helloBy) {
-				_ = c.Serve()
-			}
-			a.forget(c)
-		}()
+		go a.serveConn(c, nc, helloBy)
 	}
 }
 

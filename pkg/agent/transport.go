@@ -191,6 +191,29 @@ func (a *Agent) wrap(nc net.Conn) net.Conn {
 	return tls.Server(nc, a.cfg.tr.tls)
 }
 
+// serveConn serves a new connection in its own goroutine, after its TLS
+// handshake if it has one.
+func (a *Agent) serveConn(c *conn.Conn, nc net.Conn, helloBy time.Time) {
+	if _, ok := nc.(*tls.Conn); ok {
+		if !a.handshake(c, nc, helloBy) {
+			a.forget(c)
+			a.active.Done()
+			return
+		}
+		// Serve on a fresh goroutine: this one's stack grew for the
+		// handshake's cryptography, and an idle connection would keep it.
+		go a.serve(c)
+		return
+	}
+	a.serve(c)
+}
+
+func (a *Agent) serve(c *conn.Conn) {
+	defer a.active.Done()
+	_ = c.Serve()
+	a.forget(c)
+}
+
 // handshake runs the TLS handshake of a new connection, if it has one, in
 // the connection's goroutine, by the HELLO deadline. It reports whether the
 // connection may be served; if not, it has been aborted.
