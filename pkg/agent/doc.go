@@ -33,9 +33,21 @@
 // reference (or list with register-var-names) and names longer than 63 bytes
 // in all.
 //
+// # Transports
+//
+// ListenAndServe and Run take "host:port" or "unix:/path"; Serve takes any
+// net.Listener. Whoever can connect is served, so an agent that other
+// machines can reach should require client certificates: WithTLS with a
+// configuration from LoadCertFiles, whose files are reloaded without a
+// restart. WithAllowedNetworks filters TCP sources before anything is read,
+// WithSocketMode sets who may use a unix socket, and WithMaxConnections,
+// WithHelloTimeout (which covers the TLS handshake) and the size limits
+// bound what a peer can hold.
+//
 // # Goroutines
 //
 // Serve starts, per connection, a reader, a decoder, a dispatcher and a
-// writer goroutine; handlers run on a fixed-capacity worker pool shared by
+// writer goroutine (after the TLS handshake, which runs in the
+// connection's first goroutine); handlers run on a fixed-capacity worker pool shared by
 // every connection (WithWorkers). Shutdown and Close stop them all.
 package agent
