@@ -37,6 +37,17 @@
 // not (refused, timeout, DISCONNECT, malformed answer) and 2 on bad usage.
 // "spoe-forge notify --help" documents every value type and flag.
 //
+// # Reaching the agent
+//
+// Both take --host and --port, or --unix PATH for an agent on a unix
+// socket, and speak TLS with --tls; --ca, --cert, --key, --server-name and
+// --insecure-skip-verify (each implies --tls) mirror HAProxy's server line,
+// so that an agent requiring client certificates can be checked as HAProxy
+// reaches it:
+//
+//	spoe-forge healthcheck --host 10.0.0.5 --ca agent-ca.pem --cert haproxy.pem
+//	healthy: 10.0.0.5:12345 answered version 2.0, max-frame-size 16380, capabilities "fragmentation", over TLS 1.3
+//
 // Install it with
 //
 //	go install github.com/spoe-forge/spoe-forge/cmd/spoe-forge@latest
