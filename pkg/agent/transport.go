@@ -231,7 +231,9 @@ func (a *Agent) handshake(c *conn.Conn, nc net.Conn, by time.Time) bool {
 		if ce := a.log.Check(zap.DebugLevel, "TLS handshake failed"); ce != nil {
 			ce.Write(remote, zap.Error(err))
 		}
-		a.failedTLS.log(a.log, "TLS handshake failed", remote, zap.Error(err))
+		if a.stopping.Err() == nil { // not cut short by Shutdown or Close
+			a.failedTLS.log(a.log, "TLS handshake failed", remote, zap.Error(err))
+		}
 		return false
 	}
 	_ = tc.SetWriteDeadline(time.Time{}) // the writer sets one per write
