@@ -235,7 +235,8 @@ func writeConfig(t testing.TB, cfg string) string {
 }
 
 // Check writes cfg to a temporary file and runs "bin -c -f file" on it. It
-// returns nil if HAProxy accepts the configuration, else an error that
+// returns nil if HAProxy accepts the configuration without a warning (see
+// Warnings; "haproxy -c" exits 0 despite warnings), else an error that
 // includes HAProxy's combined stdout and stderr.
 func Check(t testing.TB, bin, cfg string) error {
 	t.Helper()
@@ -245,6 +246,9 @@ func Check(t testing.TB, bin, cfg string) error {
 	out, err := exec.CommandContext(ctx, bin, "-c", "-f", path).CombinedOutput()
 	if err != nil {
 		return fmt.Errorf("%s -c -f %s: %v\n%s", bin, path, err, out)
+	}
+	if w := Warnings(string(out)); len(w) > 0 {
+		return fmt.Errorf("%s -c -f %s: accepted with %d warning(s), first %q\n%s", bin, path, len(w), w[0], out)
 	}
 	return nil
 }

@@ -95,6 +95,11 @@ func TestCheck(t *testing.T) {
 			require.Error(t, err)
 			require.Contains(t, err.Error(), "no-such-keyword", "the error carries HAProxy's output")
 
+			// Accepted with a warning is not accepted.
+			err = Check(t, bin, "defaults\n    mode http\nfrontend fe\n    bind 127.0.0.1:1\n")
+			require.Error(t, err)
+			require.Contains(t, err.Error(), "missing timeouts for frontend 'fe'")
+
 			if v.Legacy() {
 				require.NoError(t, Check(t, bin, spoeConfig(t, v, "tcp")))
 				err := Check(t, bin, spoeConfig(t, v, "spop"))
