@@ -12,7 +12,8 @@
 #        (sid, then forky, then trixie-backports), unpacked into $CACHE/3.2.
 #   3.4  the haproxy package of Debian experimental with its runtime
 #        libraries from sid (experimental is a partial suite: it carries
-#        haproxy, not the libraries), unpacked into $CACHE/3.4.
+#        haproxy, not the libraries), unpacked into $CACHE/3.4; once sid or
+#        forky ships the 3.4 branch, from there.
 #
 # The machine's apt configuration is never modified: the private downloads use
 # a sources file made from the first stanza of the machine's own
@@ -41,7 +42,7 @@ LOADER=ld-linux-x86-64.so.2
 # from suite A and its libraries from suite B; a plain "A" is "A:A".
 SUITES_3_0=(trixie)
 SUITES_3_2=(sid forky trixie-backports)
-SUITES_3_4=(experimental:sid)
+SUITES_3_4=(experimental:sid sid forky)
 
 # Runtime libraries always downloaded next to haproxy (the "lib*" dependencies
 # of haproxy are also followed recursively, see resolve_libs).
@@ -159,7 +160,7 @@ ensure_haproxy_26() {
 }
 
 # ---------------------------------------------------------------------------
-# 3.0 and 3.2, unpacked from other suites with a private apt state.
+# 3.0, 3.2 and 3.4, unpacked from other suites with a private apt state.
 
 # First stanza of the machine's debian.sources with Suites: set to $1.
 make_sources() {
