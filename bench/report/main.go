@@ -290,15 +290,17 @@ func write(w *bytes.Buffer, dir, out string) error {
 		e2eRuns[version][a] = append(e2eRuns[version][a], r)
 	}
 	e2eMed := map[key]map[string]float64{}
+	// The HAProxy branches measured end to end (bench/run.sh's
+	// BENCH_E2E_VERSIONS), in order.
+	e2eVersions := make([]string, 0, len(e2eRuns))
+	for v := range e2eRuns {
+		e2eVersions = append(e2eVersions, v)
+	}
+	sort.Strings(e2eVersions)
 	if len(e2eRuns) > 0 {
 		p("## End to end: wrk → HAProxy → agent\n\n")
 		p("HAProxy (`nbthread 1`) and wrk (`-t1 -c%s`) share CPU 0, the agent has CPU 1. The frontend answers every request itself with `http-request return`, status 200 only when the agent set `txn.bench.score` and `txn.bench.ok` (else 500 with the SPOE error), so a request/s is a full SPOE round trip. \"none\" is the same HAProxy without the SPOE filter: the ceiling. Agent CPU is utime+stime from /proc around the measured wrk run. Configurations: [`e2e/`](%s/e2e).\n\n", wrkConns(dir), rel)
-		versions := make([]string, 0, len(e2eRuns))
-		for v := range e2eRuns {
-			versions = append(versions, v)
-		}
-		sort.Strings(versions)
-		for _, v := range versions {
+		for _, v := range e2eVersions {
 			p("### HAProxy %s\n\n", v)
 			p("| agent | requests/s [min–max] | %% of no-SPOE ceiling | p50 ms | p90 ms | p99 ms | agent CPU s / M requests | agent read / write syscalls per request | peak RSS MiB | non-2xx | socket errors |\n")
 			p("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|\n")
@@ -411,7 +413,7 @@ func write(w *bytes.Buffer, dir, out string) error {
 			p("| 1x1 direct: p99 no worse than the best peer's | %.0f µs vs %s %.0f µs | %s |\n", sf["p99"], name, best, verdict(sf["p99"] <= best))
 		}
 	}
-	for _, v := range []string{"2.6", "3.2"} {
+	for _, v := range e2eVersions {
 		sf, ok := e2eMed[key{v, "spoeforge"}]
 		if !ok {
 			continue

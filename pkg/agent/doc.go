@@ -11,7 +11,7 @@
 //	})
 //	err := a.Run("127.0.0.1:12345") // returns after SIGTERM/SIGINT and a graceful drain
 //
-// The agent speaks SPOP 2.0 as HAProxy 2.6 to 3.2 do: it answers HELLOs
+// The agent speaks SPOP 2.0 as HAProxy 2.6 to 3.4 do: it answers HELLOs
 // (health checks from "option spop-check" included), processes the NOTIFYs of
 // a connection concurrently and acknowledges each with the variables its
 // handlers set, in whatever order they finish. It reassembles fragmented
