@@ -120,13 +120,16 @@ func (c *Ctx) Expired() bool { return Now() >= c.due }
 // Finish ends the handler call: the context is cancelled, with
 // context.DeadlineExceeded if the deadline has passed and Canceled
 // otherwise, unless it already ended. Every later call on c answers as an
-// ended context does. It is safe to call more than once.
-func (c *Ctx) Finish() {
+// ended context does. It reports whether c ended on its deadline, so that
+// the caller's verdict ("late") and what c reports forever after agree. It
+// is safe to call more than once.
+func (c *Ctx) Finish() (late bool) {
 	st := stCanceled
 	if c.Expired() {
 		st = stDeadline
 	}
 	c.latch(st)
+	return c.state.Load() == stDeadline
 }
 
 // latch ends the context with st unless it already ended.

@@ -534,8 +534,8 @@ func (d *Dispatcher) call(t *task, h Handler) (code int) {
 	mark, n := len(t.acts.buf), t.acts.n
 	ctx := d.ctxs.Get(t.s.parent, t.due)
 	defer func() {
-		ctx.Finish() // from here on it reports Canceled, or the deadline
 		if p := recover(); p != nil {
+			ctx.Finish()
 			t.acts.buf, t.acts.n = t.acts.buf[:mark], n
 			d.log.Error("handler panicked", zap.String("message", t.msg.Name()),
 				zap.Any("panic", p), zap.Stack("stack"))
@@ -543,7 +543,9 @@ func (d *Dispatcher) call(t *task, h Handler) (code int) {
 		}
 	}()
 	err := h.HandleMessage(ctx, &t.msg, &t.acts)
-	late := ctx.Expired()
+	// From here on ctx reports Canceled, or DeadlineExceeded exactly when
+	// the handler is counted late.
+	late := ctx.Finish()
 	if err == nil && !late {
 		return 0
 	}
