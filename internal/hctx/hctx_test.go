@@ -385,3 +385,49 @@ func TestRaces(t *testing.T) {
 		require.Error(t, c.Err())
 	}
 }
+
+// TestManaged: a managed context arms nothing; its owner ends it. What
+// ended before Done was asked for still shows.
+func TestManaged(t *testing.T) {
+	var a Alloc
+	t.Run("the owner expires it", func(t *testing.T) {
+		c := a.GetManaged(context.Background(), Now()+int64(time.Hour))
+		done := c.Done()
+		assert.Nil(t, c.ext.Load().timer, "no timer")
+		assert.Nil(t, c.ext.Load().stop, "no registration")
+		d2, cancel := context.WithCancel(c)
+		defer cancel()
+		c.Expire()
+		waitClosed(t, done)
+		waitClosed(t, d2.Done())
+		assert.ErrorIs(t, c.Err(), context.DeadlineExceeded)
+	})
+	t.Run("the owner cancels it", func(t *testing.T) {
+		parent, cancel := context.WithCancel(context.Background())
+		c := a.GetManaged(parent, Now()+int64(time.Hour))
+		done := c.Done()
+		cancel()
+		assert.False(t, isClosed(done), "a managed context waits for its owner")
+		assert.ErrorIs(t, c.Err(), context.Canceled, "Err still sees the parent")
+		waitClosed(t, done)
+		c2 := a.GetManaged(parent, Now()+int64(time.Hour))
+		c2.Cancel(parent.Err())
+		assert.ErrorIs(t, c2.Err(), context.Canceled)
+	})
+	t.Run("ended before Done was asked for", func(t *testing.T) {
+		parent, cancel := context.WithCancel(context.Background())
+		cancel()
+		c := a.GetManaged(parent, Now()+int64(time.Hour))
+		assert.True(t, isClosed(c.Done()))
+		c2 := a.GetManaged(context.Background(), Now()-1)
+		assert.True(t, isClosed(c2.Done()))
+		assert.ErrorIs(t, c2.Err(), context.DeadlineExceeded)
+	})
+	t.Run("a parent deadline first: it watches itself", func(t *testing.T) {
+		parent, cancel := context.WithTimeout(context.Background(), 5*time.Millisecond)
+		defer cancel()
+		c := a.GetManaged(parent, Now()+int64(time.Hour))
+		assert.False(t, c.managed)
+		waitClosed(t, c.Done())
+	})
+}

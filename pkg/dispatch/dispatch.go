@@ -258,12 +258,15 @@ type task struct {
 	fid   uint64
 	due   int64 // the NOTIFY's deadline, as hctx.Now counts
 	state atomic.Uint32
-	rx    *bufpool.Buf               // reference to the frame's read buffer, or nil
-	own   *bytebufferpool.ByteBuffer // reassembled payload, or nil
-	ack   []byte                     // the ACK being built; kept across uses
-	note  codec.Notify
-	msg   Message
-	acts  Actions
+	// cur is the context of the handler running, if any: the deadline
+	// watch and the connection's cancellation end it (it is managed).
+	cur  atomic.Pointer[hctx.Ctx]
+	rx   *bufpool.Buf               // reference to the frame's read buffer, or nil
+	own  *bytebufferpool.ByteBuffer // reassembled payload, or nil
+	ack  []byte                     // the ACK being built; kept across uses
+	note codec.Notify
+	msg  Message
+	acts Actions
 
 	// The deadline watch list, under Dispatcher.mu.
 	prev, next *task
