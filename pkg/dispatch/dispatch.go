@@ -19,13 +19,14 @@ import (
 
 // Handler handles one SPOE message.
 //
-// ctx carries the per-NOTIFY deadline and is cancelled when the connection
-// dies or the agent stops. m and everything obtained from it are valid only
-// until the handler returns, and so are ctx and a. A handler that returns an
-// error, panics or misses its deadline is logged, the error variable is set
-// if configured, and the NOTIFY is acknowledged all the same. The actions it
-// added are kept after an error, and dropped after a panic or a missed
-// deadline (they would be stale).
+// ctx carries the per-NOTIFY deadline, is cancelled when the connection
+// dies or the agent stops, and ends when the handler returns; it stays a
+// valid, ended context after that (see pkg/agent, "Lifetimes"). m and
+// everything obtained from it, and a, are valid only until the handler
+// returns. A handler that returns an error, panics or misses its deadline is
+// logged, the error variable is set if configured, and the NOTIFY is
+// acknowledged all the same. The actions it added are kept after an error,
+// and dropped after a panic or a missed deadline (they would be stale).
 type Handler interface {
 	HandleMessage(ctx context.Context, m *Message, a *Actions) error
 }
