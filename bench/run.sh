@@ -11,8 +11,9 @@
 # 2. End to end: the same agents behind real HAProxy 2.6, 3.2 and 3.4 (one
 #    thread, CPU 0) driven by wrk (CPU 0) against a frontend that answers
 #    from the agent's variables, plus HAProxy without SPOE as the ceiling.
-# 3. A CPU profile of the spoeforge agent at 16x64, and the whole-stack
-#    allocation test of pkg/agent.
+# 3. A CPU profile of the spoeforge agent at 16x64, the whole-stack
+#    allocation test of pkg/agent, and pkg/agent's BenchmarkPipelined with a
+#    handler that leaves its context alone and one that derives it.
 #
 # Raw results go to bench/results/<date>/ and bench/RESULTS.md is generated
 # from them (bench/report). Knobs (environment): BENCH_DURATION (5s),
@@ -316,8 +317,12 @@ breakdown "scheduler: schedule/findRunnable (idle and stealing)" '^runtime\.(sch
 breakdown "GC and allocation" '^runtime\.(gcBgMarkWorker|mallocgc)$'
 
 log "whole-stack allocation test"
-record go test -run TestZeroAllocsPerNotify -count=1 -v ./pkg/agent/
-go test -run 'TestZeroAllocsPerNotify' -count=1 -v ./pkg/agent/ >"$out/allocs.txt" 2>&1 || true
+record go test -run '^TestAllocsPerNotify$' -count=1 -v ./pkg/agent/
+go test -run '^TestAllocsPerNotify$' -count=1 -v ./pkg/agent/ >"$out/allocs.txt" 2>&1 || true
+
+log "handler context cost: BenchmarkPipelined, plain and deriving handlers"
+record go test -run '^$' -bench BenchmarkPipelined -benchmem -benchtime 2s -count 3 ./pkg/agent/
+go test -run '^$' -bench BenchmarkPipelined -benchmem -benchtime 2s -count 3 ./pkg/agent/ >"$out/ctxcost.txt" 2>&1 || true
 
 # --- report --------------------------------------------------------------
 find "$out" -name '*.err' -empty -delete
