@@ -20,6 +20,8 @@ func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
 type key struct{}
 
+type otherKey struct{}
+
 func isClosed(ch <-chan struct{}) bool {
 	select {
 	case <-ch:
@@ -182,7 +184,7 @@ func TestDerived(t *testing.T) {
 			return c, func() { cancel(nil) }
 		}, false},
 		{"WithValue", func(ctx context.Context) (context.Context, func()) {
-			return context.WithValue(ctx, "k", 1), func() {}
+			return context.WithValue(ctx, otherKey{}, 1), func() {}
 		}, false},
 		{"WithoutCancel", func(ctx context.Context) (context.Context, func()) {
 			return context.WithoutCancel(ctx), func() {}
