@@ -8,17 +8,19 @@
 #    loop at RATE NOTIFY/s. Each agent is restarted per run and pinned to
 #    CPU 1, the load to CPU 0. cmd/bench reads the agent's CPU time and peak
 #    RSS from /proc over the measured window.
-# 2. End to end: the same agents behind real HAProxy 2.6 and 3.2 (one
+# 2. End to end: the same agents behind real HAProxy 2.6, 3.2 and 3.4 (one
 #    thread, CPU 0) driven by wrk (CPU 0) against a frontend that answers
 #    from the agent's variables, plus HAProxy without SPOE as the ceiling.
 # 3. The spoeforge agent over TCP, a unix socket and mutual TLS, direct and
 #    behind HAProxy (bench/transports.sh; BENCH_SKIP_TRANSPORTS=1 skips it).
-# 4. A CPU profile of the spoeforge agent at 16x64, and the whole-stack
-#    allocation test of pkg/agent.
+# 4. A CPU profile of the spoeforge agent at 16x64, the whole-stack
+#    allocation test of pkg/agent, and pkg/agent's BenchmarkPipelined with a
+#    handler that leaves its context alone and one that derives it.
 #
 # Raw results go to bench/results/<date>/ and bench/RESULTS.md is generated
 # from them (bench/report). Knobs (environment): BENCH_DURATION (5s),
 # BENCH_WARMUP (1s), BENCH_REPS (3), BENCH_RATE (10000), BENCH_SKIP_E2E=1,
+# BENCH_E2E_VERSIONS ("2.6 3.2 3.4": the HAProxy branches of part 2),
 # BENCH_SKIP_TRANSPORTS=1.
 #
 #	bash bench/run.sh
@@ -77,6 +79,31 @@ if [[ -r "$cache/env.sh" ]]; then
 fi
 HAPROXY_26=${SPOE_HAPROXY_2_6:-/usr/sbin/haproxy}
 HAPROXY_32=${SPOE_HAPROXY_3_2:-$cache/3.2/haproxy}
+HAPROXY_34=${SPOE_HAPROXY_3_4:-$cache/3.4/haproxy}
+read -r -a E2E_VERSIONS <<<"${BENCH_E2E_VERSIONS:-2.6 3.2 3.4}"
+# haproxy_bin VERSION: the binary of an end-to-end branch.
+haproxy_bin() {
+	case $1 in
+	2.6) echo "$HAPROXY_26" ;;
+	3.2) echo "$HAPROXY_32" ;;
+	3.4) echo "$HAPROXY_34" ;;
+	*)
+		log "no HAProxy $1 in bench/run.sh (BENCH_E2E_VERSIONS: 2.6, 3.2, 3.4)"
+		return 1
+		;;
+	esac
+}
+# Every end-to-end binary must run before the long direct part starts.
+if [[ "${BENCH_SKIP_E2E:-0}" != 1 ]]; then
+	for version in "${E2E_VERSIONS[@]}"; do
+		bin=$(haproxy_bin "$version")
+		v_line=$("$bin" -v 2>/dev/null | head -n 1 || true)
+		if [[ "$v_line" != "HAProxy version $version."* ]]; then
+			log "HAProxy $version: $bin does not run or is not $version (scripts/install-haproxy.sh installs it)"
+			exit 1
+		fi
+	done
+fi
 
 log "building cmd/bench and the agents into $work"
 go build -o "$work/bench" ./cmd/bench
@@ -92,8 +119,9 @@ go build -o "$work/report" ./bench/report
 	echo "cpu: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//')"
 	echo "kernel: $(uname -r)"
 	echo "go: $(go version | cut -d' ' -f3-)"
-	echo "haproxy 2.6: $("$HAPROXY_26" -v | head -1)"
-	echo "haproxy 3.2: $("$HAPROXY_32" -v | head -1)"
+	for version in "${E2E_VERSIONS[@]}"; do
+		echo "haproxy $version: $("$(haproxy_bin "$version")" -v | head -1)"
+	done
 	echo "wrk: $(wrk --version 2>&1 | head -1)"
 	(cd bench/peers && go list -m -f '{{.Path}} {{.Version}}' github.com/negasus/haproxy-spoe-go github.com/criteo/haproxy-spoe-go github.com/dropmorepackets/haproxy-go) |
 		sed 's/^/library: /'
@@ -217,9 +245,8 @@ UA="Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrom
 URL="http://127.0.0.1:$FE_PORT/api/v1/users/12345/orders/678"
 WRK_CONNS=${BENCH_WRK_CONNS:-64}
 if [[ "${BENCH_SKIP_E2E:-0}" != 1 ]]; then
-	for version in 2.6 3.2; do
-		bin=$HAPROXY_26
-		if [[ $version == 3.2 ]]; then bin=$HAPROXY_32; fi
+	for version in "${E2E_VERSIONS[@]}"; do
+		bin=$(haproxy_bin "$version")
 		e2e_config "$version" 1 >"$out/e2e/haproxy-$version.cfg"
 		e2e_config "$version" 0 >"$out/e2e/haproxy-$version-nospoe.cfg"
 		for rep in $(seq "$REPS"); do
@@ -299,8 +326,12 @@ breakdown "scheduler: schedule/findRunnable (idle and stealing)" '^runtime\.(sch
 breakdown "GC and allocation" '^runtime\.(gcBgMarkWorker|mallocgc)$'
 
 log "whole-stack allocation test"
-record go test -run TestZeroAllocsPerNotify -count=1 -v ./pkg/agent/
-go test -run 'TestZeroAllocsPerNotify' -count=1 -v ./pkg/agent/ >"$out/allocs.txt" 2>&1 || true
+record go test -run '^TestAllocsPerNotify$' -count=1 -v ./pkg/agent/
+go test -run '^TestAllocsPerNotify$' -count=1 -v ./pkg/agent/ >"$out/allocs.txt" 2>&1 || true
+
+log "handler context cost: BenchmarkPipelined, plain and deriving handlers"
+record go test -run '^$' -bench BenchmarkPipelined -benchmem -benchtime 2s -count 3 ./pkg/agent/
+go test -run '^$' -bench BenchmarkPipelined -benchmem -benchtime 2s -count 3 ./pkg/agent/ >"$out/ctxcost.txt" 2>&1 || true
 
 # --- report --------------------------------------------------------------
 find "$out" -name '*.err' -empty -delete

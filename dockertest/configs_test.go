@@ -15,10 +15,10 @@ import (
 // configVersions lists the HAProxy branches that must load each HAProxy
 // configuration of docker/. A new configuration must be added here.
 var configVersions = map[string][]haproxytest.Version{
-	// "mode spop": 3.1+ only.
-	"haproxy-3.2.cfg": {haproxytest.V32},
+	// "mode spop": 3.1+ only; 3.4 runs the 3.2 file unchanged.
+	"haproxy-3.2.cfg": {haproxytest.V32, haproxytest.V34},
 	// "mode tcp": the legacy engine; 3.1+ converts it to "mode spop".
-	"haproxy-2.6.cfg": {haproxytest.V26, haproxytest.V30, haproxytest.V32},
+	"haproxy-2.6.cfg": {haproxytest.V26, haproxytest.V30, haproxytest.V32, haproxytest.V34},
 }
 
 // spoeConfOf maps an HAProxy configuration to the SPOE file beside it.
@@ -79,10 +79,8 @@ func TestConfigsLoad(t *testing.T) {
 					t.Run(s.name, func(t *testing.T) {
 						code, out := runStatus(t, checkTimeout, s.env, t.TempDir(), bin, "-c", "-f", dockerDir(t, name))
 						require.Equal(t, 0, code, "haproxy -c:\n%s", out)
-						for _, line := range strings.Split(out, "\n") {
-							if strings.Contains(line, "[WARNING]") || strings.Contains(line, "[ALERT]") {
-								require.True(t, s.tolerate != "" && strings.Contains(line, s.tolerate), "unexpected warning: %s\nfull output:\n%s", line, out)
-							}
+						for _, line := range haproxytest.Warnings(out) {
+							require.True(t, s.tolerate != "" && strings.Contains(line, s.tolerate), "unexpected warning: %s\nfull output:\n%s", line, out)
 						}
 					})
 				}

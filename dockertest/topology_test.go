@@ -19,6 +19,7 @@ var topologies = []struct {
 	cfg, spoe string
 }{
 	{haproxytest.V32, "haproxy-3.2.cfg", "spoe-3.2.conf"},
+	{haproxytest.V34, "haproxy-3.2.cfg", "spoe-3.2.conf"},
 	{haproxytest.V26, "haproxy-2.6.cfg", "spoe-2.6.conf"},
 	{haproxytest.V30, "haproxy-2.6.cfg", "spoe-2.6.conf"},
 }
@@ -53,7 +54,7 @@ func get(t *testing.T, base, path string, headers ...string) response {
 
 // TestTopology runs docker/compose.yaml's topology without Docker: the agent
 // built from cmd/example, a Go HTTP server in place of whoami, and HAProxy
-// 3.2, 2.6 and 3.0 with docker/'s configuration files, pointed at them by
+// 3.2, 3.4, 2.6 and 3.0 with docker/'s configuration files, pointed at them by
 // environment variables.
 func TestTopology(t *testing.T) {
 	example, spoeForge := binaries(t)

@@ -1,8 +1,8 @@
 // Package e2e holds spoe-forge's end-to-end tests: each runs the agent
 // in-process (agent.New, Serve on a 127.0.0.1 listener) behind a real
-// HAProxy 2.6, 3.0 and 3.2 started by internal/haproxytest with a generated
-// configuration, sends HTTP requests through HAProxy and checks what the
-// handlers saw and what HAProxy did with their ACKs.
+// HAProxy 2.6, 3.0, 3.2 and 3.4 started by internal/haproxytest with a
+// generated configuration, sends HTTP requests through HAProxy and checks
+// what the handlers saw and what HAProxy did with their ACKs.
 //
 // The package has no non-test code. Run it with the HAProxy binaries
 // installed by scripts/install-haproxy.sh:

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Makes the three HAProxy branches the end-to-end tests run against available
+# Makes the four HAProxy branches the end-to-end tests run against available
 # on a Debian 12 (bookworm) amd64 machine:
 #
 #   2.6  Debian bookworm's own package, installed on the machine with apt-get
@@ -10,6 +10,10 @@
 #        dynamic loader and libraries.
 #   3.2  the same from the first suite that still ships the 3.2 branch
 #        (sid, then forky, then trixie-backports), unpacked into $CACHE/3.2.
+#   3.4  the haproxy package of Debian experimental with its runtime
+#        libraries from sid (experimental is a partial suite: it carries
+#        haproxy, not the libraries), unpacked into $CACHE/3.4; once sid or
+#        forky ships the 3.4 branch, from there.
 #
 # The machine's apt configuration is never modified: the private downloads use
 # a sources file made from the first stanza of the machine's own
@@ -24,8 +28,8 @@
 # versions and "export" lines, so both of these work:
 #   eval "$(bash scripts/install-haproxy.sh)"
 #   bash scripts/install-haproxy.sh && . /var/cache/spoe-forge/haproxy/env.sh
-# The exported variables are SPOE_HAPROXY_2_6, SPOE_HAPROXY_3_0 and
-# SPOE_HAPROXY_3_2 (paths of the binaries or wrappers).
+# The exported variables are SPOE_HAPROXY_2_6, SPOE_HAPROXY_3_0,
+# SPOE_HAPROXY_3_2 and SPOE_HAPROXY_3_4 (paths of the binaries or wrappers).
 set -euo pipefail
 
 CACHE="${SPOE_HAPROXY_CACHE:-/var/cache/spoe-forge/haproxy}"
@@ -34,9 +38,11 @@ SYSTEM_HAPROXY=/usr/sbin/haproxy
 ARCH_TRIPLET=x86_64-linux-gnu
 LOADER=ld-linux-x86-64.so.2
 
-# Suites to try, in order, for each unpacked branch.
+# Suites to try, in order, for each unpacked branch. "A:B" takes haproxy
+# from suite A and its libraries from suite B; a plain "A" is "A:A".
 SUITES_3_0=(trixie)
 SUITES_3_2=(sid forky trixie-backports)
+SUITES_3_4=(experimental:sid sid forky)
 
 # Runtime libraries always downloaded next to haproxy (the "lib*" dependencies
 # of haproxy are also followed recursively, see resolve_libs).
@@ -154,7 +160,7 @@ ensure_haproxy_26() {
 }
 
 # ---------------------------------------------------------------------------
-# 3.0 and 3.2, unpacked from other suites with a private apt state.
+# 3.0, 3.2 and 3.4, unpacked from other suites with a private apt state.
 
 # First stanza of the machine's debian.sources with Suites: set to $1.
 make_sources() {
@@ -195,33 +201,56 @@ setup_private_apt() {
 	)
 }
 
-# Candidate version of package $1 in the private state (empty if none).
+# read_suite BRANCH SUITE: makes the private state of SUITE under
+# $CACHE/.apt and reads its package list. Sets APT_OPTS; false (with the log
+# shown) if the update failed.
+read_suite() {
+	local branch="$1" suite="$2" st="$CACHE/.apt/$2"
+	setup_private_apt "$st" "$suite"
+	log "$branch: reading the package list of $suite"
+	if ! apt-get "${APT_OPTS[@]}" update </dev/null >"$st/update.log" 2>&1; then
+		log "$branch: apt-get update for $suite failed:"
+		cat "$st/update.log" >&2
+		return 1
+	fi
+}
+
+# Candidate version of package $1 in the private state of APT_OPTS (empty if
+# none).
 candidate() {
 	apt-cache "${APT_OPTS[@]}" policy "$1" 2>/dev/null | awk '/Candidate:/ {print $2}' | sed 's/^(none)$//'
 }
 
-# Prints the runtime libraries to download: BASE_LIBS plus the "lib*"
-# dependencies of haproxy, followed recursively through "lib*" packages.
-# Only names that exist in the suite are printed.
+# lib_depends PKG: the "lib*" packages PKG (the candidate version, in the
+# private state of APT_OPTS) depends on.
+lib_depends() {
+	apt-cache "${APT_OPTS[@]}" depends --no-recommends --no-suggests \
+		--no-conflicts --no-breaks --no-replaces --no-enhances "$1" 2>/dev/null |
+		awk '$1 ~ /^\|?(Pre)?Depends:$/ && $2 !~ /^</ {sub(/:.*/, "", $2); if ($2 ~ /^lib/) print $2}'
+}
+
+# resolve_libs HAPROXY_OPTS_VAR LIB_OPTS_VAR: prints the runtime libraries to
+# download: BASE_LIBS plus the "lib*" dependencies of haproxy (read in the
+# state named by the first array variable), followed recursively through
+# "lib*" packages (read in the state named by the second). Only names that
+# exist in the library suite are printed.
 resolve_libs() {
+	local -n hopts="$1" lopts="$2"
 	local -A seen=()
-	local queue=(haproxy) p d
-	local out=()
-	for p in "${BASE_LIBS[@]}"; do
-		seen[$p]=1
-		queue+=("$p")
-	done
+	local queue=() out=() p d
+	APT_OPTS=("${hopts[@]}")
+	mapfile -t queue < <(lib_depends haproxy)
+	queue+=("${BASE_LIBS[@]}")
+	APT_OPTS=("${lopts[@]}")
 	while ((${#queue[@]})); do
 		p="${queue[0]}"
 		queue=("${queue[@]:1}")
-		[[ "$p" == haproxy ]] || out+=("$p")
+		[[ -z "${seen[$p]:-}" ]] || continue
+		seen[$p]=1
+		out+=("$p")
 		while read -r d; do
-			[[ "$d" == lib* && -z "${seen[$d]:-}" ]] || continue
-			seen[$d]=1
-			queue+=("$d")
-		done < <(apt-cache "${APT_OPTS[@]}" depends --no-recommends --no-suggests \
-			--no-conflicts --no-breaks --no-replaces --no-enhances "$p" 2>/dev/null |
-			awk '$1 ~ /^\|?(Pre)?Depends:$/ && $2 !~ /^</ {sub(/:.*/, "", $2); print $2}')
+			[[ -n "${seen[$d]:-}" ]] || queue+=("$d")
+		done < <(lib_depends "$p")
 	done
 	for p in "${out[@]}"; do
 		[[ -n "$(candidate "$p")" ]] && printf '%s\n' "$p"
@@ -242,7 +271,8 @@ EOF
 }
 
 # ensure_unpacked X.Y SUITE...: makes $CACHE/X.Y/haproxy from the first suite
-# whose haproxy is of branch X.Y.
+# whose haproxy is of branch X.Y. A SUITE "A:B" takes haproxy from A and the
+# libraries from B.
 ensure_unpacked() {
 	local branch="$1"
 	shift
@@ -252,22 +282,25 @@ ensure_unpacked() {
 		return 0
 	fi
 	[[ "$(dpkg --print-architecture)" == amd64 ]] || die "$branch: only amd64 is supported"
-	local suite st ver="" found=""
-	for suite in "$@"; do
-		st="$CACHE/.apt/$suite"
-		setup_private_apt "$st" "$suite"
-		log "$branch: reading the package list of $suite"
-		if ! apt-get "${APT_OPTS[@]}" update </dev/null >"$st/update.log" 2>&1; then
-			log "$branch: apt-get update for $suite failed:"
-			cat "$st/update.log" >&2
-			continue
-		fi
+	local spec hsuite lsuite ver="" found="" libfrom=""
+	local -a HOPTS=() LOPTS=()
+	for spec in "$@"; do
+		hsuite="${spec%%:*}"
+		lsuite="${spec#*:}"
+		read_suite "$branch" "$hsuite" || continue
 		ver="$(candidate haproxy)"
-		log "$branch: $suite ships haproxy ${ver:-(none)}"
-		if [[ "$ver" == "$branch".* ]]; then
-			found="$suite"
-			break
+		log "$branch: $hsuite ships haproxy ${ver:-(none)}"
+		[[ "$ver" == "$branch".* ]] || continue
+		HOPTS=("${APT_OPTS[@]}")
+		if [[ "$lsuite" == "$hsuite" ]]; then
+			LOPTS=("${APT_OPTS[@]}")
+		else
+			read_suite "$branch" "$lsuite" || continue
+			LOPTS=("${APT_OPTS[@]}")
 		fi
+		found="$hsuite"
+		libfrom="$lsuite"
+		break
 	done
 	[[ -n "$found" ]] || die "$branch: none of the suites ($*) ships an haproxy $branch.x"
 
@@ -275,9 +308,11 @@ ensure_unpacked() {
 	work="$(mktemp -d "$CACHE/.work-$branch.XXXXXX")"
 	mkdir -p "$work/debs" "$work/root"
 	local libs=()
-	mapfile -t libs < <(resolve_libs)
-	log "$branch: downloading haproxy $ver and ${#libs[@]} libraries from $found"
-	(cd "$work/debs" && apt-get "${APT_OPTS[@]}" download "haproxy=$ver" "${libs[@]}" </dev/null >&2)
+	mapfile -t libs < <(resolve_libs HOPTS LOPTS)
+	((${#libs[@]})) || die "$branch: no runtime library found in $libfrom"
+	log "$branch: downloading haproxy $ver from $found and ${#libs[@]} libraries from $libfrom"
+	(cd "$work/debs" && apt-get "${HOPTS[@]}" download "haproxy=$ver" </dev/null >&2)
+	(cd "$work/debs" && apt-get "${LOPTS[@]}" download "${libs[@]}" </dev/null >&2)
 	local deb
 	for deb in "$work/debs"/*.deb; do
 		dpkg -x "$deb" "$work/root"
@@ -292,14 +327,18 @@ ensure_unpacked() {
 $missing"
 	write_wrapper "$work/root/haproxy"
 	{
-		printf 'haproxy %s from Debian %s\n' "$ver" "$found"
+		if [[ "$libfrom" == "$found" ]]; then
+			printf 'haproxy %s from Debian %s\n' "$ver" "$found"
+		else
+			printf 'haproxy %s from Debian %s, libraries from Debian %s\n' "$ver" "$found" "$libfrom"
+		fi
 		(cd "$work/debs" && ls -1 -- *.deb)
 	} >"$work/root/SOURCE"
 	is_branch "$work/root/haproxy" "$branch" ||
 		die "$branch: the unpacked haproxy does not run: $("$work/root/haproxy" -v 2>&1 | head -n 5 || true)"
 	rm -rf "$dest"
 	mv "$work/root" "$dest"
-	rm -rf "$work" "$CACHE/.apt/$found"
+	rm -rf "$work" "$CACHE/.apt/$found" "$CACHE/.apt/$libfrom"
 	log "$branch: $(version_line "$wrapper")"
 }
 
@@ -316,11 +355,13 @@ fi
 ensure_haproxy_26
 ensure_unpacked 3.0 "${SUITES_3_0[@]}"
 ensure_unpacked 3.2 "${SUITES_3_2[@]}"
+ensure_unpacked 3.4 "${SUITES_3_4[@]}"
 
 # Final check: each binary runs and is of its branch.
 is_branch "$SYSTEM_HAPROXY" 2.6 || die "2.6: $SYSTEM_HAPROXY -v does not say 2.6"
 is_branch "$CACHE/3.0/haproxy" 3.0 || die "3.0: $CACHE/3.0/haproxy -v does not say 3.0"
 is_branch "$CACHE/3.2/haproxy" 3.2 || die "3.2: $CACHE/3.2/haproxy -v does not say 3.2"
+is_branch "$CACHE/3.4/haproxy" 3.4 || die "3.4: $CACHE/3.4/haproxy -v does not say 3.4"
 
 env_file="$CACHE/env.sh"
 env_text="$(
@@ -328,9 +369,11 @@ env_text="$(
 	printf '# 2.6: %s\n' "$(version_line "$SYSTEM_HAPROXY")"
 	printf '# 3.0: %s\n' "$(version_line "$CACHE/3.0/haproxy")"
 	printf '# 3.2: %s\n' "$(version_line "$CACHE/3.2/haproxy")"
+	printf '# 3.4: %s\n' "$(version_line "$CACHE/3.4/haproxy")"
 	printf 'export SPOE_HAPROXY_2_6=%q\n' "$SYSTEM_HAPROXY"
 	printf 'export SPOE_HAPROXY_3_0=%q\n' "$CACHE/3.0/haproxy"
 	printf 'export SPOE_HAPROXY_3_2=%q\n' "$CACHE/3.2/haproxy"
+	printf 'export SPOE_HAPROXY_3_4=%q\n' "$CACHE/3.4/haproxy"
 )"
 if [[ -f "$env_file" && "$(cat "$env_file")" == "$env_text" ]]; then
 	log "$env_file is up to date"

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Runs all of spoe-forge's tests, including the end-to-end tests against real
-# HAProxy 2.6, 3.0 and 3.2:
+# HAProxy 2.6, 3.0, 3.2 and 3.4:
 #
 #   bash scripts/test.sh                 # everything
 #   bash scripts/test.sh -run TestFoo -v # extra arguments go to "go test"
@@ -8,7 +8,7 @@
 # It first runs scripts/install-haproxy.sh (quick when everything is cached;
 # skip it with SPOE_SKIP_INSTALL=1), sources the env file that script writes
 # ($SPOE_HAPROXY_CACHE/env.sh, default /var/cache/spoe-forge/haproxy/env.sh,
-# which sets SPOE_HAPROXY_2_6/_3_0/_3_2), then runs
+# which sets SPOE_HAPROXY_2_6/_3_0/_3_2/_3_4), then runs
 # "go test -race -count=1 -timeout 15m ./..." and exits with its status.
 # Tests that need a missing HAProxy are skipped, or fail if
 # SPOE_REQUIRE_HAPROXY=1 (as CI sets).
@@ -26,7 +26,7 @@ fi
 if [[ -r "$cache/env.sh" ]]; then
 	# shellcheck source=/dev/null
 	. "$cache/env.sh"
-	echo "test.sh: SPOE_HAPROXY_2_6=${SPOE_HAPROXY_2_6:-} SPOE_HAPROXY_3_0=${SPOE_HAPROXY_3_0:-} SPOE_HAPROXY_3_2=${SPOE_HAPROXY_3_2:-}" >&2
+	echo "test.sh: SPOE_HAPROXY_2_6=${SPOE_HAPROXY_2_6:-} SPOE_HAPROXY_3_0=${SPOE_HAPROXY_3_0:-} SPOE_HAPROXY_3_2=${SPOE_HAPROXY_3_2:-} SPOE_HAPROXY_3_4=${SPOE_HAPROXY_3_4:-}" >&2
 else
 	echo "test.sh: WARNING: $cache/env.sh not found: tests needing HAProxy will look in the default places, and be skipped if it is not there (run scripts/install-haproxy.sh)" >&2
 fi

@@ -290,15 +290,17 @@ func write(w *bytes.Buffer, dir, out string) error {
 		e2eRuns[version][a] = append(e2eRuns[version][a], r)
 	}
 	e2eMed := map[key]map[string]float64{}
+	// The HAProxy branches measured end to end (bench/run.sh's
+	// BENCH_E2E_VERSIONS), in order.
+	e2eVersions := make([]string, 0, len(e2eRuns))
+	for v := range e2eRuns {
+		e2eVersions = append(e2eVersions, v)
+	}
+	sort.Strings(e2eVersions)
 	if len(e2eRuns) > 0 {
 		p("## End to end: wrk → HAProxy → agent\n\n")
 		p("HAProxy (`nbthread 1`) and wrk (`-t1 -c%s`) share CPU 0, the agent has CPU 1. The frontend answers every request itself with `http-request return`, status 200 only when the agent set `txn.bench.score` and `txn.bench.ok` (else 500 with the SPOE error), so a request/s is a full SPOE round trip. \"none\" is the same HAProxy without the SPOE filter: the ceiling. Agent CPU is utime+stime from /proc around the measured wrk run. Configurations: [`e2e/`](%s/e2e).\n\n", wrkConns(dir), rel)
-		versions := make([]string, 0, len(e2eRuns))
-		for v := range e2eRuns {
-			versions = append(versions, v)
-		}
-		sort.Strings(versions)
-		for _, v := range versions {
+		for _, v := range e2eVersions {
 			p("### HAProxy %s\n\n", v)
 			p("| agent | requests/s [min–max] | %% of no-SPOE ceiling | p50 ms | p90 ms | p99 ms | agent CPU s / M requests | agent read / write syscalls per request | peak RSS MiB | non-2xx | socket errors |\n")
 			p("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|\n")
@@ -377,16 +379,11 @@ func write(w *bytes.Buffer, dir, out string) error {
 		}
 		return "**missed**"
 	}
-	allocs := ""
-	for _, l := range readLines(filepath.Join(dir, "allocs.txt")) {
-		if _, v, ok := strings.Cut(l, "allocations per NOTIFY through the whole stack: "); ok {
-			allocs = strings.TrimSpace(v)
-		}
-	}
-	if allocs != "" {
-		p("| 0 allocs per NOTIFY through the whole stack (pkg/agent `TestZeroAllocsPerNotify`) | %s | %s |\n", allocs, verdict(allocs == "0"))
+	allocs := allocLines(dir)
+	if a, ok := allocs["reads two args, sets two variables"]; ok {
+		p("| at most 0.05 allocations per NOTIFY through the whole stack for a handler that reads two args and sets two variables (pkg/agent `TestAllocsPerNotify`) | %.3f allocations, %.0f bytes | %s |\n", a[0], a[1], verdict(a[0] <= 0.05))
 	} else {
-		p("| 0 allocs per NOTIFY through the whole stack | test did not report (see allocs.txt) | **unknown** |\n")
+		p("| allocations per NOTIFY through the whole stack | test did not report (see allocs.txt) | **unknown** |\n")
 	}
 	bestPeer := func(scen, metric string, better func(a, b float64) bool) (string, float64) {
 		name, best := "", 0.0
@@ -414,7 +411,7 @@ func write(w *bytes.Buffer, dir, out string) error {
 			p("| 1x1 direct: p99 no worse than the best peer's | %.0f µs vs %s %.0f µs | %s |\n", sf["p99"], name, best, verdict(sf["p99"] <= best))
 		}
 	}
-	for _, v := range []string{"2.6", "3.2"} {
+	for _, v := range e2eVersions {
 		sf, ok := e2eMed[key{v, "spoeforge"}]
 		if !ok {
 			continue
@@ -433,6 +430,11 @@ func write(w *bytes.Buffer, dir, out string) error {
 		}
 	}
 	p("\n")
+
+	// --- handler context cost ---
+	if len(allocs) > 0 || len(readLines(filepath.Join(dir, "ctxcost.txt"))) > 0 {
+		writeContextCost(p, dir, rel, allocs)
+	}
 
 	// --- profile ---
 	if top := readLines(filepath.Join(dir, "profile-top.txt")); top != nil {
@@ -736,4 +738,97 @@ func writeTransports(p func(string, ...any), dir, rel string) {
 		}
 		p("\n")
 	}
+}
+
+// allocLines reads allocs.txt (pkg/agent TestAllocsPerNotify -v): per
+// case, the allocations and bytes per NOTIFY.
+func allocLines(dir string) map[string][2]float64 {
+	out := map[string][2]float64{}
+	for _, l := range readLines(filepath.Join(dir, "allocs.txt")) {
+		_, rest, ok := strings.Cut(l, "alloc_test.go:")
+		if !ok {
+			continue
+		}
+		_, rest, _ = strings.Cut(rest, ": ")
+		name, nums, ok := strings.Cut(rest, ": ")
+		if !ok {
+			continue
+		}
+		var a, b float64
+		if n, _ := fmt.Sscanf(nums, "%f allocations, %f bytes", &a, &b); n == 2 {
+			out[name] = [2]float64{a, b}
+		}
+	}
+	return out
+}
+
+// writeContextCost reports what a handler's use of its context costs: the
+// allocation test's cases, and BenchmarkPipelined's plain and deriving
+// handlers side by side (ctxcost.txt, go test -bench -benchmem -count 3).
+func writeContextCost(p func(string, ...any), dir, rel string, allocs map[string][2]float64) {
+	p("## What a handler's context costs\n\n")
+	p("Each handler call gets a context of its own that stays valid after the call (README, \"Lifetime\"). Contexts are carved from slabs of 128; `Done` and derived contexts cost allocations of their own.\n\n")
+	if len(allocs) > 0 {
+		p("Whole stack, one NOTIFY at a time over loopback (pkg/agent `TestAllocsPerNotify`, in [`allocs.txt`](%s/allocs.txt)):\n\n", rel)
+		p("| handler | allocations per NOTIFY | bytes per NOTIFY |\n|---|---:|---:|\n")
+		names := make([]string, 0, len(allocs))
+		for n := range allocs {
+			names = append(names, n)
+		}
+		sort.Slice(names, func(i, j int) bool { return allocs[names[i]][0] < allocs[names[j]][0] })
+		for _, n := range names {
+			p("| %s | %.3f | %.0f |\n", n, allocs[n][0], allocs[n][1])
+		}
+		p("\n")
+	}
+	type bkey struct{ handler, shape string }
+	type bval struct{ rps, bytes, allocs []float64 }
+	runs := map[bkey]*bval{}
+	var shapes []string
+	for _, l := range readLines(filepath.Join(dir, "ctxcost.txt")) {
+		f := strings.Fields(l)
+		if len(f) < 4 || !strings.HasPrefix(f[0], "BenchmarkPipelined/handler=") {
+			continue
+		}
+		name := strings.TrimPrefix(f[0], "BenchmarkPipelined/handler=")
+		if i := strings.LastIndex(name, "-"); i > 0 {
+			name = name[:i]
+		}
+		h, shape, _ := strings.Cut(name, "/")
+		k := bkey{h, shape}
+		if runs[k] == nil {
+			runs[k] = &bval{}
+			if h == "plain" {
+				shapes = append(shapes, shape)
+			}
+		}
+		for i := 1; i+1 < len(f); i++ {
+			v, err := strconv.ParseFloat(f[i], 64)
+			if err != nil {
+				continue
+			}
+			switch f[i+1] {
+			case "NOTIFY/s":
+				runs[k].rps = append(runs[k].rps, v)
+			case "B/op":
+				runs[k].bytes = append(runs[k].bytes, v)
+			case "allocs/op":
+				runs[k].allocs = append(runs[k].allocs, v)
+			}
+		}
+	}
+	if len(shapes) == 0 {
+		return
+	}
+	p("Throughput, agent and load generator in one process on both cores (pkg/agent `BenchmarkPipelined`, medians of 3, in [`ctxcost.txt`](%s/ctxcost.txt)); \"derive\" is the same handler calling `context.WithTimeout(ctx, 100ms)` and using the derived context:\n\n", rel)
+	p("| shape | plain NOTIFY/s | derive NOTIFY/s | derive / plain | plain B, allocs per NOTIFY | derive B, allocs per NOTIFY |\n|---|---:|---:|---:|---:|---:|\n")
+	for _, sh := range shapes {
+		pl, dv := runs[bkey{"plain", sh}], runs[bkey{"derive", sh}]
+		if pl == nil || dv == nil {
+			continue
+		}
+		p("| %s | %.0f | %.0f | %.2f | %.0f, %.0f | %.0f, %.0f |\n", sh, median(pl.rps), median(dv.rps), median(dv.rps)/median(pl.rps),
+			median(pl.bytes), median(pl.allocs), median(dv.bytes), median(dv.allocs))
+	}
+	p("\n")
 }

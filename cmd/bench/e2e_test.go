@@ -58,7 +58,7 @@ func TestAgainstSpoeForge(t *testing.T) {
 		name string
 		mod  func(*config)
 	}{
-		{"closed loop, 3.2 ids", func(*config) {}},
+		{"closed loop, 3.2 and 3.4 ids", func(*config) {}},
 		{"closed loop, 2.6 ids, 4 KiB body", func(c *config) {
 			c.ids, c.caps, c.profile = ids26, "pipelining,async", profileBody4K
 		}},

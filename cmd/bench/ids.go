@@ -10,9 +10,9 @@ import (
 type idStyle int
 
 const (
-	// ids32 is the SPOP multiplexer of HAProxy 3.1+: every NOTIFY is a new
-	// stream of its connection, with odd stream-ids 1, 3, 5 … counted per
-	// connection, and frame-id 1.
+	// ids32 is the SPOP multiplexer of HAProxy 3.1+ (3.2 and 3.4 assign
+	// the same ids): every NOTIFY is a new stream of its connection, with
+	// odd stream-ids 1, 3, 5 … counted per connection, and frame-id 1.
 	ids32 idStyle = iota
 	// ids26 is the legacy engine of HAProxy 2.6/3.0: the stream-id is the
 	// process-wide HAProxy stream number (starting at 0, shared by all
@@ -22,12 +22,12 @@ const (
 
 func parseIDStyle(s string) (idStyle, error) {
 	switch s {
-	case "3.2", "3.1", "mux":
+	case "3.4", "3.2", "3.1", "mux":
 		return ids32, nil
 	case "2.6", "3.0", "legacy":
 		return ids26, nil
 	}
-	return 0, fmt.Errorf("unknown -ids %q (want 2.6 or 3.2)", s)
+	return 0, fmt.Errorf("unknown -ids %q (want 2.6, 3.2 or 3.4)", s)
 }
 
 func (s idStyle) String() string {

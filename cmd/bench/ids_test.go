@@ -12,7 +12,7 @@ func TestParseIDStyle(t *testing.T) {
 	for _, tc := range []struct {
 		in   string
 		want idStyle
-	}{{"3.2", ids32}, {"3.1", ids32}, {"2.6", ids26}, {"3.0", ids26}} {
+	}{{"3.4", ids32}, {"3.2", ids32}, {"3.1", ids32}, {"2.6", ids26}, {"3.0", ids26}} {
 		t.Run(tc.in, func(t *testing.T) {
 			got, err := parseIDStyle(tc.in)
 			require.NoError(t, err)

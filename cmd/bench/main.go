@@ -1,8 +1,8 @@
 // Command bench is a load generator for SPOE agents that plays HAProxy: it
 // opens -conns connections, shakes hands (HAPROXY-HELLO with the chosen
 // capabilities and max-frame-size), then keeps up to -pipeline NOTIFYs in
-// flight on each, with stream-ids and frame-ids assigned as HAProxy 3.2 or
-// 2.6 does (-ids). Every ACK is checked against its NOTIFY: ids of a
+// flight on each, with stream-ids and frame-ids assigned as HAProxy 3.2 and
+// 3.4, or 2.6, do (-ids). Every ACK is checked against its NOTIFY: ids of a
 // NOTIFY in flight, a strictly valid action list, and a set-var of every
 // -expect-var variable; anything else is counted as an error.
 //
@@ -66,7 +66,7 @@ func run1(args []string) int {
 	fs.IntVar(&cfg.largeSize, "large-size", 40000, "body bytes of -profile large")
 	fs.StringVar(&cfg.caps, "caps", "pipelining", `capabilities offered in HELLO ("pipelining" as 3.2, "pipelining,async" as 2.6; add "fragmentation" for -profile large)`)
 	fs.UintVar(&mfs, "mfs", 16380, "max-frame-size offered in HELLO")
-	fs.StringVar(&ids, "ids", "3.2", "id assignment: 3.2 (odd stream-ids per connection, frame-id 1) or 2.6 (process-wide stream counter, frame-id 1)")
+	fs.StringVar(&ids, "ids", "3.2", "id assignment: 3.2 or 3.4, the same (odd stream-ids per connection, frame-id 1), or 2.6 (process-wide stream counter, frame-id 1)")
 	fs.StringVar(&expect, "expect-var", "", "comma-separated variables every ACK must set (e.g. score,ok)")
 	fs.DurationVar(&cfg.timeout, "timeout", time.Second, "a NOTIFY not acknowledged within this is an error")
 	fs.IntVar(&cfg.agentPID, "agent-pid", 0, "agent process id: report its CPU per million NOTIFY and peak RSS (Linux /proc)")

@@ -26,9 +26,9 @@ import (
 const ioTimeout = 5 * time.Second
 
 // TestCheckHelloIsHAProxys pins the HELLO we send to the bytes HAProxy's
-// "option spop-check" sends, as captured from 2.6, 3.0 and 3.2.
+// "option spop-check" sends, as captured from 2.6, 3.0, 3.2 and 3.4.
 func TestCheckHelloIsHAProxys(t *testing.T) {
-	for _, v := range []string{"2.6", "3.0", "3.2"} {
+	for _, v := range []string{"2.6", "3.0", "3.2", "3.4"} {
 		t.Run(v, func(t *testing.T) {
 			want := readVector(t, v, "haproxy-hello-healthcheck")
 			require.Equal(t, hex.EncodeToString(want), hex.EncodeToString(checkHello))

@@ -1,19 +1,20 @@
 // Package haproxytest finds, checks and runs real HAProxy binaries for
 // end-to-end tests of SPOE agents.
 //
-// Three HAProxy branches are supported: 2.6 and 3.0 (the legacy, applet-based
-// SPOE engine, whose agent backend is "mode tcp") and 3.2 (the SPOP
+// Four HAProxy branches are supported: 2.6 and 3.0 (the legacy, applet-based
+// SPOE engine, whose agent backend is "mode tcp") and 3.2 and 3.4 (the SPOP
 // multiplexer, agent backend "mode spop"). scripts/install-haproxy.sh makes
 // them available and writes an env file that sets SPOE_HAPROXY_2_6,
-// SPOE_HAPROXY_3_0 and SPOE_HAPROXY_3_2; [Binary] also finds them in their
-// default places without it.
+// SPOE_HAPROXY_3_0, SPOE_HAPROXY_3_2 and SPOE_HAPROXY_3_4; [Binary] also
+// finds them in their default places without it.
 //
 // A test that needs a version calls [Binary], which skips the test (loudly)
 // when that version is missing, or fails it when SPOE_REQUIRE_HAPROXY=1 (as
 // CI sets). [Start] runs HAProxy in the foreground with a configuration given
 // as a string and stops it when the test ends; [Reload] replaces a running
 // process the classic way (-sf). Everything listens on 127.0.0.1 only; get
-// ports from [FreePort].
+// ports from [FreePort]. [Warnings] picks out of HAProxy's output the
+// warnings and alerts a test should fail on.
 //
 // The helpers that take a testing.TB call its Fatal methods, so they must be
 // called from the goroutine running the test.
@@ -30,6 +31,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -49,14 +51,18 @@ const (
 	V30 Version = "3.0"
 	// V32 is HAProxy 3.2: SPOP multiplexer ("mode spop" agent backends).
 	V32 Version = "3.2"
+	// V34 is HAProxy 3.4 (Debian experimental's package): SPOP multiplexer,
+	// as 3.2.
+	V34 Version = "3.4"
 )
 
 // All lists every supported version, oldest first. Tests loop over it.
-var All = []Version{V26, V30, V32}
+var All = []Version{V26, V30, V32, V34}
 
 // Legacy reports whether v uses the legacy (applet-based) SPOE engine of
 // HAProxy 2.6/3.0, whose agent backend must be "mode tcp". It is false for
-// 3.2, whose agent backend is "mode spop" (a version HAProxy 2.6/3.0 reject).
+// 3.2 and 3.4, whose agent backend is "mode spop" (a mode HAProxy 2.6/3.0
+// reject).
 func (v Version) Legacy() bool {
 	return v == V26 || v == V30
 }
@@ -73,10 +79,11 @@ const (
 	// skipping it when a version is missing.
 	RequireEnv = "SPOE_REQUIRE_HAPROXY"
 	// CacheEnv overrides DefaultCache, the folder where
-	// scripts/install-haproxy.sh unpacks HAProxy 3.0 and 3.2.
+	// scripts/install-haproxy.sh unpacks HAProxy 3.0, 3.2 and 3.4.
 	CacheEnv = "SPOE_HAPROXY_CACHE"
-	// DefaultCache is where scripts/install-haproxy.sh unpacks HAProxy 3.0
-	// and 3.2 (in subfolders "3.0" and "3.2") when CacheEnv is not set.
+	// DefaultCache is where scripts/install-haproxy.sh unpacks HAProxy 3.0,
+	// 3.2 and 3.4 (in subfolders "3.0", "3.2" and "3.4") when CacheEnv is
+	// not set.
 	DefaultCache = "/var/cache/spoe-forge/haproxy"
 	// SystemBinary is where Debian's haproxy package (2.6 on Debian 12)
 	// installs the binary.
@@ -139,7 +146,7 @@ func Binary(t testing.TB, v Version) string {
 
 // find looks for the binary of branch v (see Binary).
 func find(v Version) lookup {
-	if v != V26 && v != V30 && v != V32 {
+	if !slices.Contains(All, v) {
 		return lookup{why: fmt.Sprintf("unsupported version %q (want one of %v)", string(v), All)}
 	}
 	if p := os.Getenv(v.EnvVar()); p != "" {
@@ -228,7 +235,8 @@ func writeConfig(t testing.TB, cfg string) string {
 }
 
 // Check writes cfg to a temporary file and runs "bin -c -f file" on it. It
-// returns nil if HAProxy accepts the configuration, else an error that
+// returns nil if HAProxy accepts the configuration without a warning (see
+// Warnings; "haproxy -c" exits 0 despite warnings), else an error that
 // includes HAProxy's combined stdout and stderr.
 func Check(t testing.TB, bin, cfg string) error {
 	t.Helper()
@@ -238,6 +246,9 @@ func Check(t testing.TB, bin, cfg string) error {
 	out, err := exec.CommandContext(ctx, bin, "-c", "-f", path).CombinedOutput()
 	if err != nil {
 		return fmt.Errorf("%s -c -f %s: %v\n%s", bin, path, err, out)
+	}
+	if w := Warnings(string(out)); len(w) > 0 {
+		return fmt.Errorf("%s -c -f %s: accepted with %d warning(s), first %q\n%s", bin, path, len(w), w[0], out)
 	}
 	return nil
 }

@@ -74,12 +74,15 @@ func get(t *testing.T, url string) (int, string) {
 }
 
 func TestVersionNames(t *testing.T) {
-	require.Equal(t, []Version{"2.6", "3.0", "3.2"}, All)
+	require.Equal(t, []Version{"2.6", "3.0", "3.2", "3.4"}, All)
 	require.True(t, V26.Legacy())
 	require.True(t, V30.Legacy())
 	require.False(t, V32.Legacy())
+	require.False(t, V34.Legacy())
 	require.Equal(t, "SPOE_HAPROXY_2_6", V26.EnvVar())
 	require.Equal(t, "SPOE_HAPROXY_3_2", V32.EnvVar())
+	require.Equal(t, "SPOE_HAPROXY_3_4", V34.EnvVar())
+	require.Contains(t, find("3.1").why, "unsupported version")
 }
 
 func TestCheck(t *testing.T) {
@@ -91,6 +94,11 @@ func TestCheck(t *testing.T) {
 			err := Check(t, bin, httpConfig(FreePort(t), "ok")+"    no-such-keyword here\n")
 			require.Error(t, err)
 			require.Contains(t, err.Error(), "no-such-keyword", "the error carries HAProxy's output")
+
+			// Accepted with a warning is not accepted.
+			err = Check(t, bin, "defaults\n    mode http\nfrontend fe\n    bind 127.0.0.1:1\n")
+			require.Error(t, err)
+			require.Contains(t, err.Error(), "missing timeouts for frontend 'fe'")
 
 			if v.Legacy() {
 				require.NoError(t, Check(t, bin, spoeConfig(t, v, "tcp")))

@@ -73,8 +73,11 @@ func stateOf(err error) uint32 {
 type Ctx struct {
 	parent context.Context // never nil once initialised
 	due    int64           // deadline, as Now() counts; written once by Init
-	state  atomic.Uint32   // 0 live, else the latched stCanceled/stDeadline
-	ext    atomic.Pointer[ext]
+	// managed is set by InitManaged: the owner ends c at its deadline and
+	// when parent ends, so Done needs no timer and no registration.
+	managed bool
+	state   atomic.Uint32 // 0 live, else the latched stCanceled/stDeadline
+	ext     atomic.Pointer[ext]
 }
 
 // ext is what Done and AfterFunc need; made on their first call.
@@ -86,6 +89,7 @@ type ext struct {
 	stop   func() bool // undoes the registration with the parent
 	funcs  []afterFunc
 	nextID uint64
+	inline [2]afterFunc // funcs' first backing array: a derived context or two need no more
 }
 
 type afterFunc struct {
@@ -102,6 +106,25 @@ func (c *Ctx) Init(parent context.Context, due int64) {
 	}
 	c.parent, c.due = parent, due
 }
+
+// InitManaged is Init for an owner that promises to call Expire once the
+// deadline has passed and Cancel once parent has ended, for as long as the
+// call runs (the dispatcher's deadline watch and its per-connection
+// cancellation do): Done then makes a channel and nothing else, no timer and
+// no registration with parent. If parent's own deadline comes first, c
+// watches its deadline itself, as after Init.
+func (c *Ctx) InitManaged(parent context.Context, due int64) {
+	c.Init(parent, due)
+	c.managed = c.due == due
+}
+
+// Expire ends c with context.DeadlineExceeded, unless it already ended: the
+// owner of a managed context calls it at the deadline.
+func (c *Ctx) Expire() { c.latch(stDeadline) }
+
+// Cancel ends c as its parent ended (err is the parent's Err), unless it
+// already ended: the owner of a managed context calls it.
+func (c *Ctx) Cancel(err error) { c.latch(stateOf(err)) }
 
 // New returns a fresh Ctx with parent and deadline, allocated on its own.
 func New(parent context.Context, deadline time.Time) *Ctx {
@@ -120,13 +143,16 @@ func (c *Ctx) Expired() bool { return Now() >= c.due }
 // Finish ends the handler call: the context is cancelled, with
 // context.DeadlineExceeded if the deadline has passed and Canceled
 // otherwise, unless it already ended. Every later call on c answers as an
-// ended context does. It is safe to call more than once.
-func (c *Ctx) Finish() {
+// ended context does. It reports whether c ended on its deadline, so that
+// the caller's verdict ("late") and what c reports forever after agree. It
+// is safe to call more than once.
+func (c *Ctx) Finish() (late bool) {
 	st := stCanceled
 	if c.Expired() {
 		st = stDeadline
 	}
 	c.latch(st)
+	return c.state.Load() == stDeadline
 }
 
 // latch ends the context with st unless it already ended.
@@ -296,6 +322,7 @@ func (c *Ctx) arm() *ext {
 		return e
 	}
 	e := &ext{done: make(chan struct{})}
+	e.funcs = e.inline[:0]
 	if !c.ext.CompareAndSwap(nil, e) {
 		return c.ext.Load()
 	}
@@ -303,6 +330,16 @@ func (c *Ctx) arm() *ext {
 		// Ended before anyone asked: latch ran before e was published, or
 		// is publishing it now; close is idempotent.
 		e.close()
+		return e
+	}
+	if c.managed {
+		// The owner ends c at the deadline and with the parent from now
+		// on (it sees e); these checks cover what ended before.
+		if perr := c.parent.Err(); perr != nil {
+			c.latch(stateOf(perr))
+		} else if c.Expired() {
+			c.latch(stDeadline)
+		}
 		return e
 	}
 	if pd := c.parent.Done(); pd != nil {
@@ -367,6 +404,19 @@ type Alloc struct {
 
 // Get returns a fresh Ctx initialised with parent and due (as Init).
 func (a *Alloc) Get(parent context.Context, due int64) *Ctx {
+	c := a.get()
+	c.Init(parent, due)
+	return c
+}
+
+// GetManaged returns a fresh Ctx initialised as InitManaged does.
+func (a *Alloc) GetManaged(parent context.Context, due int64) *Ctx {
+	c := a.get()
+	c.InitManaged(parent, due)
+	return c
+}
+
+func (a *Alloc) get() *Ctx {
 	s, _ := a.slabs.Get().(*slab)
 	if s == nil {
 		s = new(slab)
@@ -376,6 +426,5 @@ func (a *Alloc) Get(parent context.Context, due int64) *Ctx {
 	if s.next < slabSize {
 		a.slabs.Put(s)
 	}
-	c.Init(parent, due)
 	return c
 }

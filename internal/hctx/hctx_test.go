@@ -20,6 +20,8 @@ func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
 type key struct{}
 
+type otherKey struct{}
+
 func isClosed(ch <-chan struct{}) bool {
 	select {
 	case <-ch:
@@ -182,7 +184,7 @@ func TestDerived(t *testing.T) {
 			return c, func() { cancel(nil) }
 		}, false},
 		{"WithValue", func(ctx context.Context) (context.Context, func()) {
-			return context.WithValue(ctx, "k", 1), func() {}
+			return context.WithValue(ctx, otherKey{}, 1), func() {}
 		}, false},
 		{"WithoutCancel", func(ctx context.Context) (context.Context, func()) {
 			return context.WithoutCancel(ctx), func() {}
@@ -384,4 +386,50 @@ func TestRaces(t *testing.T) {
 		cancel()
 		require.Error(t, c.Err())
 	}
+}
+
+// TestManaged: a managed context arms nothing; its owner ends it. What
+// ended before Done was asked for still shows.
+func TestManaged(t *testing.T) {
+	var a Alloc
+	t.Run("the owner expires it", func(t *testing.T) {
+		c := a.GetManaged(context.Background(), Now()+int64(time.Hour))
+		done := c.Done()
+		assert.Nil(t, c.ext.Load().timer, "no timer")
+		assert.Nil(t, c.ext.Load().stop, "no registration")
+		d2, cancel := context.WithCancel(c)
+		defer cancel()
+		c.Expire()
+		waitClosed(t, done)
+		waitClosed(t, d2.Done())
+		assert.ErrorIs(t, c.Err(), context.DeadlineExceeded)
+	})
+	t.Run("the owner cancels it", func(t *testing.T) {
+		parent, cancel := context.WithCancel(context.Background())
+		c := a.GetManaged(parent, Now()+int64(time.Hour))
+		done := c.Done()
+		cancel()
+		assert.False(t, isClosed(done), "a managed context waits for its owner")
+		assert.ErrorIs(t, c.Err(), context.Canceled, "Err still sees the parent")
+		waitClosed(t, done)
+		c2 := a.GetManaged(parent, Now()+int64(time.Hour))
+		c2.Cancel(parent.Err())
+		assert.ErrorIs(t, c2.Err(), context.Canceled)
+	})
+	t.Run("ended before Done was asked for", func(t *testing.T) {
+		parent, cancel := context.WithCancel(context.Background())
+		cancel()
+		c := a.GetManaged(parent, Now()+int64(time.Hour))
+		assert.True(t, isClosed(c.Done()))
+		c2 := a.GetManaged(context.Background(), Now()-1)
+		assert.True(t, isClosed(c2.Done()))
+		assert.ErrorIs(t, c2.Err(), context.DeadlineExceeded)
+	})
+	t.Run("a parent deadline first: it watches itself", func(t *testing.T) {
+		parent, cancel := context.WithTimeout(context.Background(), 5*time.Millisecond)
+		defer cancel()
+		c := a.GetManaged(parent, Now()+int64(time.Hour))
+		assert.False(t, c.managed)
+		waitClosed(t, c.Done())
+	})
 }

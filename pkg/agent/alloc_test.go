@@ -64,12 +64,12 @@ func TestAllocsPerNotify(t *testing.T) {
 			default:
 			}
 			return checkRequest(ctx, m, act)
-		}, 8},
+		}, 3},
 		{"also derives context.WithTimeout", func(ctx context.Context, m *agent.Message, act *agent.Actions) error {
 			c2, cancel := context.WithTimeout(ctx, time.Second)
 			defer cancel()
 			return checkRequest(c2, m, act)
-		}, 14},
+		}, 8},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			allocs, bytes := allocsPerNotify(t, tc.h)

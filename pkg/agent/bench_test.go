@@ -26,20 +26,35 @@ func checkRequest(ctx context.Context, m *agent.Message, act *agent.Actions) err
 	return nil
 }
 
+// deriveCheckRequest is checkRequest written as handlers that call a
+// service do it: with a context derived from the handler's.
+func deriveCheckRequest(ctx context.Context, m *agent.Message, act *agent.Actions) error {
+	c2, cancel := context.WithTimeout(ctx, 100*time.Millisecond)
+	defer cancel()
+	return checkRequest(c2, m, act)
+}
+
 // BenchmarkPipelined drives the whole agent over loopback TCP: conns
 // connections, each keeping window NOTIFYs in flight (the check-request shape
-// of cmd/example), and reports NOTIFY/s and allocations per NOTIFY.
+// of cmd/example), and reports NOTIFY/s and allocations per NOTIFY, for a
+// handler that leaves its context alone ("plain") and for one that derives
+// a context with a timeout ("derive"), to show the price of the latter.
 func BenchmarkPipelined(b *testing.B) {
-	for _, cw := range [][2]int{{1, 1}, {1, 64}, {4, 16}, {16, 64}} {
-		b.Run(fmt.Sprintf("conns=%d/window=%d", cw[0], cw[1]), func(b *testing.B) {
-			benchPipelined(b, cw[0], cw[1])
-		})
+	for _, h := range []struct {
+		name string
+		fn   agent.HandlerFunc
+	}{{"plain", checkRequest}, {"derive", deriveCheckRequest}} {
+		for _, cw := range [][2]int{{1, 1}, {1, 64}, {4, 16}, {16, 64}} {
+			b.Run(fmt.Sprintf("handler=%s/conns=%d/window=%d", h.name, cw[0], cw[1]), func(b *testing.B) {
+				benchPipelined(b, h.fn, cw[0], cw[1])
+			})
+		}
 	}
 }
 
-func benchPipelined(b *testing.B, conns, window int) {
+func benchPipelined(b *testing.B, h agent.HandlerFunc, conns, window int) {
 	a := agent.New(agent.WithMaxInFlight(window))
-	a.Message("check-request", checkRequest)
+	a.Message("check-request", h)
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		b.Fatal(err)

@@ -11,7 +11,7 @@
 //	})
 //	err := a.Run("127.0.0.1:12345") // returns after SIGTERM/SIGINT and a graceful drain
 //
-// The agent speaks SPOP 2.0 as HAProxy 2.6 to 3.2 do: it answers HELLOs
+// The agent speaks SPOP 2.0 as HAProxy 2.6 to 3.4 do: it answers HELLOs
 // (health checks from "option spop-check" included), processes the NOTIFYs of
 // a connection concurrently and acknowledges each with the variables its
 // handlers set, in whatever order they finish. It reassembles fragmented
@@ -20,10 +20,35 @@
 //
 // # Lifetimes
 //
-// A handler's Message, every []byte obtained from it, its Actions and its
-// context are valid only until the handler returns: they are pooled and
-// reused for the next NOTIFY, which is how a NOTIFY costs no allocation.
-// Copy what must outlive the handler (Message.String already copies).
+// What a handler receives, and how long each piece stays valid:
+//
+//   - The context.Context is the handler call's own and is never reused. It
+//     honours the whole context contract during the call and after it:
+//     when the handler returns it ends, Err reports context.Canceled (or
+//     context.DeadlineExceeded if the deadline came first) and Done is
+//     closed, while Value (from WithBaseContext) and Deadline keep
+//     answering as they did. Derive from it (WithTimeout, WithCancel,
+//     errgroup, context.AfterFunc, WithoutCancel) and hand it to database
+//     and HTTP clients as any Go code does; a goroutine or library that
+//     keeps it past the handler sees an ended context, never a later
+//     NOTIFY's. It ends at the NOTIFY's deadline (WithTimeout), when the
+//     connection dies, when the agent stops, and when the handler returns.
+//     It costs 1/128 of an allocation; asking for Done costs a channel.
+//   - The *Message, every []byte obtained from it (Bytes, Arg, Args) and the
+//     *Actions are valid only until the handler returns: they alias the
+//     frame and the ACK being built, which are reused for the next NOTIFY.
+//     Copy what must outlive the handler; Message.String already copies.
+//     pkg/spoetest overwrites them once a handler returns, so a test shows
+//     a handler that keeps them.
+//
+// # Deadlines
+//
+// A NOTIFY that its handlers have not answered by its deadline
+// (WithTimeout, 200 ms by default) is answered then, with no actions but the
+// error variable (code 3, WithErrorVar); whatever its handlers do afterwards
+// is dropped. The agent never sends an ACK after the deadline: HAProxy
+// 2.6/3.0 can take a late ACK for the next event of the same stream. Keep
+// the deadline below HAProxy's "timeout processing".
 //
 // # Variables
 //
@@ -48,6 +73,9 @@
 //
 // Serve starts, per connection, a reader, a decoder, a dispatcher and a
 // writer goroutine (after the TLS handshake, which runs in the
-// connection's first goroutine); handlers run on a fixed-capacity worker pool shared by
-// every connection (WithWorkers). Shutdown and Close stop them all.
+// connection's first goroutine); handlers run on a fixed-capacity worker
+// pool shared by every connection (WithWorkers), which takes NOTIFYs from
+// all connections in arrival order. Shutdown and Close stop them all,
+// except handlers that ignore their context: those finish in the
+// background, their results dropped.
 package agent

@@ -170,3 +170,30 @@ func runChild() {
 	}
 	os.Exit(0)
 }
+
+type tenantKey struct{}
+
+// TestBaseContext: on a default (not async) connection, handlers' contexts
+// take their values from WithBaseContext and are cancelled with it.
+func TestBaseContext(t *testing.T) {
+	base, cancel := context.WithCancel(context.WithValue(context.Background(), tenantKey{}, "tenant-a"))
+	defer cancel()
+	got := make(chan any, 1)
+	a := agent.New(agent.WithBaseContext(base), agent.WithTimeout(time.Minute),
+		agent.WithErrorVar(agent.ScopeTransaction, "err"))
+	a.Message("m", func(ctx context.Context, m *agent.Message, act *agent.Actions) error {
+		got <- ctx.Value(tenantKey{})
+		<-ctx.Done()
+		return ctx.Err()
+	})
+	c := spoptest.Dial(t, start(t, a))
+	c.Hello("pipelining", 16380)
+	c.Notify(1, 1, spoptest.Msg{Name: "m"})
+	require.Equal(t, "tenant-a", <-got)
+	cancel()
+	ack := c.ReadAck()
+	v, ok := ack.Var("err")
+	require.True(t, ok, "the handler's context was not cancelled with the base context")
+	code, _ := v.Value.Int()
+	assert.EqualValues(t, agent.ErrCodeTimeout, code)
+}

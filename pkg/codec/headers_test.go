@@ -236,7 +236,7 @@ func loadHdrsBlock(t testing.TB, file string) []byte {
 // non-ASCII bytes and the block without headers.
 func TestHeaders_HAProxyCaptures(t *testing.T) {
 	m := loadHdrsManifest(t)
-	require.Len(t, m.Blocks, 54, "9 cases x request and response x 3 branches")
+	require.Len(t, m.Blocks, 72, "9 cases x request and response x 4 branches")
 	branches := map[string]int{}
 	for _, e := range m.Blocks {
 		t.Run(e.File, func(t *testing.T) {
@@ -263,9 +263,9 @@ func TestHeaders_HAProxyCaptures(t *testing.T) {
 			}
 		})
 	}
-	require.Equal(t, map[string]int{"2.6": 18, "3.0": 18, "3.2": 18}, branches)
+	require.Equal(t, map[string]int{"2.6": 18, "3.0": 18, "3.2": 18, "3.4": 18}, branches)
 
-	for _, branch := range []string{"2.6", "3.0", "3.2"} {
+	for _, branch := range []string{"2.6", "3.0", "3.2", "3.4"} {
 		t.Run("by hand/"+branch, func(t *testing.T) {
 			rep := codec.Headers(loadHdrsBlock(t, branch+"/repeated-req.hex"))
 			require.Equal(t, 2, rep.Count("X-Forwarded-For"))

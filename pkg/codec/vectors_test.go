@@ -10,6 +10,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -19,14 +20,15 @@ import (
 	"github.com/spoe-forge/spoe-forge/pkg/codec"
 )
 
-// vectorsDir holds the frames captured from HAProxy 2.6, 3.0 and 3.2.
+// vectorsDir holds the frames captured from HAProxy 2.6, 3.0, 3.2 and 3.4.
 const vectorsDir = "../../testdata/vectors"
 
-// The number of vectors the manifest describes (README.md: 39 + 39 + 30).
+// The number of vectors the manifest describes (README.md: 39 + 39 + 30 +
+// 30).
 const (
-	wantVectors          = 108
+	wantVectors          = 138
 	wantVectorsOldEngine = 39 // 2.6 and 3.0 each
-	wantVectors32        = 30
+	wantVectorsSPOP      = 30 // 3.2 and 3.4 each
 )
 
 // The manifest, modelled field by field: it is decoded with
@@ -193,7 +195,7 @@ func TestVectors(t *testing.T) {
 		require.NotContains(t, byFile, v.File, "duplicate file")
 		byFile[v.File] = v
 	}
-	require.Equal(t, map[string]int{"2.6": wantVectorsOldEngine, "3.0": wantVectorsOldEngine, "3.2": wantVectors32}, perBranch)
+	require.Equal(t, map[string]int{"2.6": wantVectorsOldEngine, "3.0": wantVectorsOldEngine, "3.2": wantVectorsSPOP, "3.4": wantVectorsSPOP}, perBranch)
 
 	// Every .hex file on disk is in the manifest.
 	onDisk, err := filepath.Glob(filepath.Join(vectorsDir, "*", "*.hex"))
@@ -213,20 +215,20 @@ func TestVectors(t *testing.T) {
 	t.Logf("checks done: %v", st)
 	// Every agent->haproxy frame re-encoded byte for byte from the manifest.
 	require.Equal(t, map[string]int{
-		"agent->haproxy":              40,
-		"reencoded agent->haproxy":    40,
-		"AppendAgentHello":            12, // all but the three "1.0" ones
-		"AppendDisconnect agent":      5,
-		"AppendAck":                   20,
-		"haproxy->agent":              68,
-		"AppendHAProxyHello":          9,
-		"AppendDisconnect haproxy":    14,
-		"AppendMessage NOTIFY":        39, // all but the two first fragments
+		"agent->haproxy":              52,
+		"reencoded agent->haproxy":    52,
+		"AppendAgentHello":            16, // all but the four "1.0" ones
+		"AppendDisconnect agent":      6,
+		"AppendAck":                   26,
+		"haproxy->agent":              86,
+		"AppendHAProxyHello":          12,
+		"AppendDisconnect haproxy":    16,
+		"AppendMessage NOTIFY":        52, // all but the two first fragments
 		"first fragment":              2,
 		"UNSET":                       4,
 		"reassembled":                 2,
-		"ParseKVList+typed KV frames": 43,
-		"generic BeginFrame+AppendKV": 43,
+		"ParseKVList+typed KV frames": 54,
+		"generic BeginFrame+AppendKV": 54,
 	}, map[string]int(st))
 }
 
@@ -876,4 +878,153 @@ func scopeByName(t testing.TB, name string) codec.Scope {
 	}
 	t.Fatalf("unknown scope %q", name)
 	return 0
+}
+
+// TestVectorsSPOPBranchesAgree compares the frames of HAProxy 3.4 with those
+// of 3.2, vector by vector, and pins the differences that README.md lists:
+// every frame is byte-for-byte 3.2's except for values that change from run
+// to run (engine-id, client port, which client's request went first, the
+// capture agent's ACK order), fe_id (3.4 numbers its proxies from 2) and how
+// much of a 60000-byte upload HAProxy had buffered.
+func TestVectorsSPOPBranchesAgree(t *testing.T) {
+	raw, err := os.ReadFile(filepath.Join(vectorsDir, "manifest.json"))
+	require.NoError(t, err)
+	dec := json.NewDecoder(bytes.NewReader(raw))
+	dec.UseNumber()
+	var m struct {
+		Vectors []map[string]any `json:"vectors"`
+	}
+	require.NoError(t, dec.Decode(&m))
+	byBranch := map[string]map[string]map[string]any{}
+	for _, v := range m.Vectors {
+		b := v["haproxy_branch"].(string)
+		if byBranch[b] == nil {
+			byBranch[b] = map[string]map[string]any{}
+		}
+		byBranch[b][v["name"].(string)] = v
+	}
+	v32, v34 := byBranch["3.2"], byBranch["3.4"]
+	require.Len(t, v34, wantVectorsSPOP)
+	names := keys(v32)
+	slices.Sort(names)
+	require.ElementsMatch(t, names, keys(v34), "3.4 has the vectors 3.2 has")
+
+	pipelinedNotify := []string{"messages[msg-types].args[path].value", "messages[msg-types].args[reqid].value"}
+	pipelinedAck := []string{"actions[ack_order].value.value", "actions[ack_order].value.varint_hex", "actions[echo].value.value"}
+	allowed := map[string][]string{
+		"haproxy-hello":           {"kv[engine-id].value"},
+		"haproxy-hello-mfs-65532": {"kv[engine-id].value"},
+		"notify-client-session": {
+			"messages[msg-session].args[src_port].value", "messages[msg-session].args[src_port].varint_hex",
+			"messages[msg-session].args[fe].value", "messages[msg-session].args[fe].varint_hex",
+		},
+		"notify-body-60000-truncated": {
+			"length", "payload_length",
+			"messages[msg-bigbody].args[len].value", "messages[msg-bigbody].args[len].varint_hex",
+			"messages[msg-bigbody].args[body].length", "messages[msg-bigbody].args[body].sha256", "messages[msg-bigbody].args[body].tail_hex",
+		},
+		"pipelined-notify-1": pipelinedNotify, "pipelined-notify-2": pipelinedNotify,
+		"pipelined-notify-3": pipelinedNotify, "pipelined-notify-4": pipelinedNotify,
+		"pipelined-ack-1": pipelinedAck, "pipelined-ack-2": pipelinedAck,
+		"pipelined-ack-3": pipelinedAck, "pipelined-ack-4": pipelinedAck,
+	}
+	identical := 0
+	for _, n := range names {
+		t.Run(n, func(t *testing.T) {
+			a, b := v32[n], v34[n]
+			var diffs []string
+			diffJSON("", a["decoded"], b["decoded"], &diffs)
+			require.ElementsMatch(t, allowed[n], diffs, "fields of %s that differ between 3.2 and 3.4", n)
+			if len(diffs) == 0 {
+				require.Equal(t, loadVector(t, a["file"].(string)), loadVector(t, b["file"].(string)), "byte for byte")
+				identical++
+			}
+		})
+	}
+	require.Equal(t, wantVectorsSPOP-len(allowed), identical, "vectors byte-identical in 3.2 and 3.4")
+
+	// HAProxy 3.4 stored the ACKs' variables as 3.2 did: the response bodies
+	// that print them are the same.
+	bodies := func(v map[string]any) []string {
+		var out []string
+		for _, e := range v["evidence"].([]any) {
+			out = append(out, e.(map[string]any)["response_body"].(string))
+		}
+		return out
+	}
+	for _, n := range []string{"ack-all-types", "ack-empty"} {
+		require.NotEmpty(t, bodies(v34[n]))
+		require.Equal(t, bodies(v32[n]), bodies(v34[n]), "%s: the variables HAProxy stored", n)
+	}
+
+	// The one difference in a value HAProxy computes from the configuration:
+	// fe_id of the first frontend is 1 in 3.2 and 2 in 3.4.
+	fe := func(v map[string]any) string {
+		for _, a := range v["decoded"].(map[string]any)["messages"].([]any)[0].(map[string]any)["args"].([]any) {
+			if a.(map[string]any)["name"] == "fe" {
+				return a.(map[string]any)["value"].(json.Number).String()
+			}
+		}
+		return ""
+	}
+	require.Equal(t, "1", fe(v32["notify-client-session"]))
+	require.Equal(t, "2", fe(v34["notify-client-session"]))
+}
+
+func keys[V any](m map[string]V) []string {
+	out := make([]string, 0, len(m))
+	for k := range m {
+		out = append(out, k)
+	}
+	return out
+}
+
+// diffJSON appends to diffs the paths of the leaves that differ between a
+// and b, two decoded manifest objects. List items that have a "name" (KV
+// items, messages, arguments, actions) are named by it rather than by their
+// index, so that the paths say what differs.
+func diffJSON(path string, a, b any, diffs *[]string) {
+	join := func(k string) string {
+		if path == "" {
+			return k
+		}
+		return path + "." + k
+	}
+	switch x := a.(type) {
+	case map[string]any:
+		y, ok := b.(map[string]any)
+		if !ok {
+			*diffs = append(*diffs, path)
+			return
+		}
+		seen := map[string]bool{}
+		for k := range x {
+			seen[k] = true
+			diffJSON(join(k), x[k], y[k], diffs)
+		}
+		for k := range y {
+			if !seen[k] {
+				diffJSON(join(k), nil, y[k], diffs)
+			}
+		}
+	case []any:
+		y, ok := b.([]any)
+		if !ok || len(x) != len(y) {
+			*diffs = append(*diffs, path)
+			return
+		}
+		for i := range x {
+			label := fmt.Sprint(i)
+			if o, ok := x[i].(map[string]any); ok {
+				if name, ok := o["name"].(string); ok {
+					label = name
+				}
+			}
+			diffJSON(path+"["+label+"]", x[i], y[i], diffs)
+		}
+	default:
+		if fmt.Sprint(a) != fmt.Sprint(b) {
+			*diffs = append(*diffs, path)
+		}
+	}
 }

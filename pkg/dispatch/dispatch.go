@@ -19,13 +19,14 @@ import (
 
 // Handler handles one SPOE message.
 //
-// ctx carries the per-NOTIFY deadline and is cancelled when the connection
-// dies or the agent stops. m and everything obtained from it are valid only
-// until the handler returns, and so are ctx and a. A handler that returns an
-// error, panics or misses its deadline is logged, the error variable is set
-// if configured, and the NOTIFY is acknowledged all the same. The actions it
-// added are kept after an error, and dropped after a panic or a missed
-// deadline (they would be stale).
+// ctx carries the per-NOTIFY deadline, is cancelled when the connection
+// dies or the agent stops, and ends when the handler returns; it stays a
+// valid, ended context after that (see pkg/agent, "Lifetimes"). m and
+// everything obtained from it, and a, are valid only until the handler
+// returns. A handler that returns an error, panics or misses its deadline is
+// logged, the error variable is set if configured, and the NOTIFY is
+// acknowledged all the same. The actions it added are kept after an error,
+// and dropped after a panic or a missed deadline (they would be stale).
 type Handler interface {
 	HandleMessage(ctx context.Context, m *Message, a *Actions) error
 }
@@ -258,12 +259,15 @@ type task struct {
 	fid   uint64
 	due   int64 // the NOTIFY's deadline, as hctx.Now counts
 	state atomic.Uint32
-	rx    *bufpool.Buf               // reference to the frame's read buffer, or nil
-	own   *bytebufferpool.ByteBuffer // reassembled payload, or nil
-	ack   []byte                     // the ACK being built; kept across uses
-	note  codec.Notify
-	msg   Message
-	acts  Actions
+	// cur is the context of the handler running, if any: the deadline
+	// watch and the connection's cancellation end it (it is managed).
+	cur  atomic.Pointer[hctx.Ctx]
+	rx   *bufpool.Buf               // reference to the frame's read buffer, or nil
+	own  *bytebufferpool.ByteBuffer // reassembled payload, or nil
+	ack  []byte                     // the ACK being built; kept across uses
+	note codec.Notify
+	msg  Message
+	acts Actions
 
 	// The deadline watch list, under Dispatcher.mu.
 	prev, next *task

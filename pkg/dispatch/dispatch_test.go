@@ -363,3 +363,52 @@ func TestRunQueueBounded(t *testing.T) {
 	}
 	assert.Equal(t, 128, len(r.buf), "it grows by doubling when full")
 }
+
+// TestManagedContextsEnd: a handler's Done closes at its deadline (through
+// the deadline watch) and when its connection dies (through the session's
+// one registration), with no timer or registration of its own.
+func TestManagedContextsEnd(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		timeout time.Duration
+		kill    bool
+		want    error
+	}{
+		{"deadline", 30 * time.Millisecond, false, context.DeadlineExceeded},
+		{"connection death", time.Hour, true, context.Canceled},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var f feeder
+			got := make(chan error, 1)
+			started := make(chan struct{})
+			d := newDispatcher(t, Config{Timeout: tc.timeout, Handlers: map[string]Handler{
+				"m": HandlerFunc(func(ctx context.Context, m *Message, act *Actions) error {
+					close(started)
+					<-ctx.Done()
+					got <- ctx.Err()
+					return ctx.Err()
+				}),
+			}})
+			c := newFakeConn(codec.CapPipelining)
+			in := make(chan *pipeline.Batch, 1)
+			in <- f.batch(spoptest.NotifyFrame(1, 1, spoptest.Msg{Name: "m"}))
+			done := make(chan struct{})
+			go func() { d.Serve(c, in); close(done) }()
+			<-started
+			s := time.Now()
+			if tc.kill {
+				c.dead.Store(true)
+				c.cancel()
+			}
+			select {
+			case err := <-got:
+				assert.ErrorIs(t, err, tc.want)
+				assert.Less(t, time.Since(s), tc.timeout+time.Second)
+			case <-time.After(5 * time.Second):
+				t.Fatal("Done did not close")
+			}
+			close(in)
+			<-done
+		})
+	}
+}

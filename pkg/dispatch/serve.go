@@ -64,6 +64,10 @@ func (d *Dispatcher) Serve(c pipeline.Conn, in <-chan *pipeline.Batch) {
 		s.parent = d.cfg.Base
 		d.register(s)
 	}
+	// Handlers' contexts are managed: when the parent ends, the running
+	// ones are ended here, once, rather than each registering with it.
+	stopCancel := context.AfterFunc(s.parent, func() { d.cancelSession(s) })
+	defer stopCancel()
 	failed := false
 	for b := range in {
 		if !failed {
@@ -81,6 +85,25 @@ func (d *Dispatcher) Serve(c pipeline.Conn, in <-chan *pipeline.Batch) {
 	d.waitAnswered(s)
 	if s.async {
 		d.unregister(s)
+	}
+}
+
+// cancelSession ends the contexts of the handlers running for s, whose
+// parent context has ended.
+func (d *Dispatcher) cancelSession(s *session) {
+	var ctxs []*hctx.Ctx
+	d.mu.Lock()
+	for t := d.live.head; t != nil; t = t.next {
+		if t.s == s {
+			if c := t.cur.Load(); c != nil {
+				ctxs = append(ctxs, c)
+			}
+		}
+	}
+	d.mu.Unlock()
+	err := s.parent.Err()
+	for _, c := range ctxs {
+		c.Cancel(err)
 	}
 }
 
@@ -333,6 +356,7 @@ func (d *Dispatcher) expire() {
 		s        *session
 		sid, fid uint64
 		running  bool
+		ctx      *hctx.Ctx // the running handler's, ended here
 	}
 	var late []due
 	now := hctx.Now()
@@ -346,7 +370,7 @@ func (d *Dispatcher) expire() {
 			// A queued task stays in the run queue; the worker that
 			// takes it sees the state and only releases it.
 			d.live.remove(t)
-			late = append(late, due{c: t.c, s: t.s, sid: t.sid, fid: t.fid, running: running})
+			late = append(late, due{c: t.c, s: t.s, sid: t.sid, fid: t.fid, running: running, ctx: t.cur.Load()})
 		}
 		// Else its worker has answered it and is about to unlink it.
 		t = next
@@ -360,6 +384,9 @@ func (d *Dispatcher) expire() {
 	}
 	d.mu.Unlock()
 	for _, l := range late {
+		if l.ctx != nil {
+			l.ctx.Expire() // contexts are never reused: safe after the unlock
+		}
 		if ce := d.log.Check(zap.WarnLevel, "NOTIFY answered at its deadline: its handler has not returned"); ce != nil {
 			ce.Write(zap.Uint64("stream_id", l.sid), zap.Uint64("frame_id", l.fid),
 				zap.Bool("started", l.running), zap.Duration("timeout", d.cfg.Timeout))
@@ -532,10 +559,12 @@ func asPanic(err error) *PanicError {
 // reused after a failed event, so a late answer could land on the next one.
 func (d *Dispatcher) call(t *task, h Handler) (code int) {
 	mark, n := len(t.acts.buf), t.acts.n
-	ctx := d.ctxs.Get(t.s.parent, t.due)
+	ctx := d.ctxs.GetManaged(t.s.parent, t.due)
+	t.cur.Store(ctx)
 	defer func() {
-		ctx.Finish() // from here on it reports Canceled, or the deadline
 		if p := recover(); p != nil {
+			ctx.Finish()
+			t.cur.Store(nil)
 			t.acts.buf, t.acts.n = t.acts.buf[:mark], n
 			d.log.Error("handler panicked", zap.String("message", t.msg.Name()),
 				zap.Any("panic", p), zap.Stack("stack"))
@@ -543,7 +572,10 @@ func (d *Dispatcher) call(t *task, h Handler) (code int) {
 		}
 	}()
 	err := h.HandleMessage(ctx, &t.msg, &t.acts)
-	late := ctx.Expired()
+	// From here on ctx reports Canceled, or DeadlineExceeded exactly when
+	// the handler is counted late.
+	late := ctx.Finish()
+	t.cur.Store(nil)
 	if err == nil && !late {
 		return 0
 	}

@@ -55,9 +55,9 @@ func Timeout(d time.Duration) agent.Middleware {
 				return next.HandleMessage(ctx, m, a)
 			}
 			c := ctxs.Get(ctx, due)
-			defer c.Finish()
+			defer c.Finish() // after a panic
 			err := next.HandleMessage(c, m, a)
-			if err == nil && c.Expired() {
+			if late := c.Finish(); err == nil && late {
 				err = context.DeadlineExceeded
 			}
 			return err

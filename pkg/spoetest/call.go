@@ -110,10 +110,10 @@ func Call(ctx context.Context, h agent.HandlerFunc, m Message) (*Result, error) 
 		defer func() { res.Panic = recover() }()
 		res.Err = h(hc, msg, acts)
 	}()
+	late := hc.Finish()
 	if res.Panic == nil {
-		res.Late = hc.Expired()
+		res.Late = late
 	}
-	hc.Finish()
 	for i := range payload {
 		payload[i] = poison
 	}

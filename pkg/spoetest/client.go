@@ -28,7 +28,8 @@ type Style uint8
 
 // The two SPOE engines of HAProxy.
 const (
-	// HAProxy32 plays HAProxy 3.1+ (the SPOP multiplexer), the default:
+	// HAProxy32 plays HAProxy 3.1+ (the SPOP multiplexer; 3.2 and 3.4 send
+	// the same frames), the default:
 	// capabilities "pipelining", stream-ids 1, 3, 5 ... per connection with
 	// frame-id 1, no fragmentation, and ACKs must be shorter than the
 	// max-frame-size (3.2.0 never processes one of exactly that length).

@@ -1,6 +1,6 @@
 // Package exampletest runs the examples end to end: each example's own
-// HAProxy configuration files, unchanged, with a real HAProxy 2.6, 3.0 and
-// 3.2, in front of the example's agent and of an echo application that
+// HAProxy configuration files, unchanged, with a real HAProxy 2.6, 3.0, 3.2
+// and 3.4, in front of the example's agent and of an echo application that
 // reports the request it received.
 //
 // The configuration files take their addresses from the environment
@@ -49,8 +49,8 @@ func ConfigFor(v haproxytest.Version) string {
 	return ConfigSPOP
 }
 
-// ForEachVersion runs f as one subtest per HAProxy version (2.6, 3.0, 3.2),
-// with that version's binary.
+// ForEachVersion runs f as one subtest per HAProxy version (2.6, 3.0, 3.2,
+// 3.4), with that version's binary.
 func ForEachVersion(t *testing.T, f func(t *testing.T, v haproxytest.Version, bin string)) {
 	t.Helper()
 	for _, v := range haproxytest.All {
@@ -66,11 +66,11 @@ func ForEachVersion(t *testing.T, f func(t *testing.T, v haproxytest.Version, bi
 // CheckConfigs runs "haproxy -c" on the example's configuration files (in
 // the test's working directory, the example's folder) with every version
 // each is for, and fails on an error or a warning: the legacy file on 2.6,
-// 3.0 and 3.2, the "mode spop" file on 3.2.
+// 3.0, 3.2 and 3.4, the "mode spop" file on 3.2 and 3.4.
 func CheckConfigs(t *testing.T) {
 	for file, versions := range map[string][]haproxytest.Version{
 		ConfigLegacy: haproxytest.All,
-		ConfigSPOP:   {haproxytest.V32},
+		ConfigSPOP:   {haproxytest.V32, haproxytest.V34},
 	} {
 		for _, v := range versions {
 			t.Run(file+"/"+string(v), func(t *testing.T) {
@@ -96,7 +96,9 @@ type Stack struct {
 // Start starts the echo application and HAProxy v (binary bin) on the
 // example's configuration for v, with the agent at agentAddr. Both stop
 // when the test ends. It fails the test if HAProxy prints a warning or an
-// alert while starting.
+// alert while starting (haproxytest.Warnings: all but the two that HAProxy
+// 3.4 prints when started as root without "chroot" and "uid", which say how
+// the test runs, not what the example's configuration holds).
 func Start(t *testing.T, v haproxytest.Version, bin, agentAddr string) *Stack {
 	t.Helper()
 	app := httptest.NewServer(http.HandlerFunc(echo))
@@ -104,10 +106,8 @@ func Start(t *testing.T, v haproxytest.Version, bin, agentAddr string) *Stack {
 	fe := fmt.Sprintf("127.0.0.1:%d", haproxytest.FreePort(t))
 	setEnv(t, fe, strings.TrimPrefix(app.URL, "http://"), agentAddr)
 	p := haproxytest.Start(t, bin, readConfig(t, ConfigFor(v)), fe)
-	for _, line := range strings.Split(p.Output(), "\n") {
-		if strings.Contains(line, "[WARNING]") || strings.Contains(line, "[ALERT]") {
-			t.Fatalf("HAProxy %s warned while starting on %s: %s\n%s", v, ConfigFor(v), line, p.Output())
-		}
+	if w := haproxytest.Warnings(p.Output()); len(w) > 0 {
+		t.Fatalf("HAProxy %s warned while starting on %s: %s\n%s", v, ConfigFor(v), w[0], p.Output())
 	}
 	// No keep-alive: each request has its own connection, so none is left
 	// open (or reused across an HAProxy restart) when the test ends.
