@@ -83,7 +83,11 @@ func startAgent(t *testing.T, register func(a *agent.Agent), opts ...agent.Optio
 func startAgentOn(t *testing.T, l net.Listener, register func(a *agent.Agent), opts ...agent.Option) *testAgent {
 	t.Helper()
 	core, logs := observer.New(zapcore.DebugLevel)
-	opts = append([]agent.Option{agent.WithLogger(zap.New(core))}, opts...)
+	// A handler deadline of 1 s, below the configs' timeout processing of
+	// 2 s, unless the test sets its own: under -race on a loaded two-core
+	// machine a NOTIFY can queue past the default 200 ms, which tests that
+	// are not about deadlines must not see.
+	opts = append([]agent.Option{agent.WithLogger(zap.New(core)), agent.WithTimeout(time.Second)}, opts...)
 	ta := &testAgent{Agent: agent.New(opts...), Logs: logs, served: make(chan struct{})}
 	if register != nil {
 		register(ta.Agent)

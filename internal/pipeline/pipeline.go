@@ -11,9 +11,9 @@ import (
 )
 
 // Batch is a set of NOTIFY and continuation (UNSET) frames read together.
-// The payloads of Frames alias Buf. Ownership of a Batch, and of the
-// reference to Buf it holds, passes with every channel send; the final owner
-// calls Release, after Retain-ing Buf for every frame it keeps.
+// The payloads of Frames alias Buf. A Stage borrows a Batch for the length of
+// Dispatch: it Retains Buf for every frame it keeps past the call, and the
+// connection releases the batch's own reference afterwards.
 type Batch struct {
 	Buf    *bufpool.Buf
 	Frames []codec.Frame
@@ -73,7 +73,25 @@ type Conn interface {
 	// connection of the same engine (async). It holds no slot. It returns
 	// false if the connection can no longer write.
 	Forward(frame []byte) bool
-	// Fail ends the connection with an AGENT-DISCONNECT carrying err's
-	// status (codec.StatusOf), for protocol errors found past the decoder.
-	Fail(err error)
+}
+
+// Dispatcher opens the dispatcher stage of each connection once its HELLO
+// is negotiated. It is implemented by pkg/dispatch.
+type Dispatcher interface {
+	Open(c Conn) Stage
+}
+
+// Stage is the dispatcher stage of one connection.
+type Stage interface {
+	// Dispatch takes the NOTIFY and continuation frames of one read. It
+	// runs on the connection's reader goroutine (so a Stage's own state
+	// needs no lock) and may block while the connection's in-flight limit
+	// is reached, which is the back-pressure that stops reading. An error
+	// is a protocol error that ends the connection with its status
+	// (codec.StatusOf).
+	Dispatch(b *Batch) error
+	// Close ends the stage: no more batches. It returns once every NOTIFY
+	// it accepted has been answered (a drained connection), or at once if
+	// they can no longer be (the connection's context has ended).
+	Close()
 }

@@ -56,7 +56,11 @@ func waitGoroutines(t *testing.T, n int) {
 
 // TestPanicOnEveryCall: the process survives and every NOTIFY is answered.
 func TestPanicOnEveryCall(t *testing.T) {
-	a := agent.New(agent.WithErrorVar(agent.ScopeTransaction, "error"), agent.WithMaxInFlight(256))
+	// A deadline far off: under -race on a loaded machine 1000 panics
+	// (each logged with its stack) can queue past the default 200 ms, and
+	// this test is about panics, not deadlines.
+	a := agent.New(agent.WithErrorVar(agent.ScopeTransaction, "error"), agent.WithMaxInFlight(256),
+		agent.WithTimeout(10*time.Second))
 	a.Message("m", func(context.Context, *agent.Message, *agent.Actions) error { panic("always") })
 	c := spoptest.Dial(t, start(t, a))
 	c.Hello("pipelining", 16380)

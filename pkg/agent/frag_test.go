@@ -206,7 +206,7 @@ func TestAsyncReroute(t *testing.T) {
 	c1.Notify(42, 7, spoptest.Msg{Name: "m"})
 	<-started
 	require.NoError(t, c1.NC.Close()) // the NOTIFY's own connection dies
-	require.Eventually(t, func() bool { return a.Connections() == 1 }, 5*time.Second, time.Millisecond)
+	require.Eventually(t, func() bool { return a.Connections() == 1 }, 5*time.Second, time.Millisecond, "connections: %d", a.Connections())
 	close(release)
 	ack := c2.ReadAck()
 	assert.Equal(t, uint64(42), ack.StreamID)

@@ -5,7 +5,6 @@ import (
 	"time"
 
 	"github.com/spoe-forge/spoe-forge/internal/bufpool"
-	"github.com/spoe-forge/spoe-forge/internal/pipeline"
 	"github.com/spoe-forge/spoe-forge/pkg/codec"
 	"github.com/spoe-forge/spoe-forge/pkg/observe"
 	"github.com/valyala/bytebufferpool"
@@ -15,10 +14,13 @@ import (
 // Defaults used for zero Config fields.
 const (
 	DefaultMaxFrameSize = codec.DefaultMaxFrameSize
-	DefaultMaxInFlight  = 64
-	DefaultHelloTimeout = 5 * time.Second
-	DefaultWriteTimeout = 10 * time.Second
-	DefaultLinger       = time.Second
+	// DefaultMaxReceiveSize bounds frames larger than negotiated: HAProxy's
+	// largest tune.bufsize in common use (64 KiB) less the length prefix.
+	DefaultMaxReceiveSize = 64<<10 - 4
+	DefaultMaxInFlight    = 64
+	DefaultHelloTimeout   = 5 * time.Second
+	DefaultWriteTimeout   = 10 * time.Second
+	DefaultLinger         = time.Second
 )
 
 // Config is what a connection needs to know. A zero field takes its default.
@@ -28,6 +30,11 @@ type Config struct {
 	// MaxFrameSize is the largest max-frame-size the agent accepts; the
 	// answer to HAProxy is min(offer, MaxFrameSize). At least 256.
 	MaxFrameSize uint32
+	// MaxReceiveSize bounds the frames the reader accepts when HAProxy
+	// offered more than it was answered (HAProxy 3.1.0 sends frames up to
+	// its own offer): frames up to min(offer, MaxReceiveSize) are read.
+	// Never below MaxFrameSize.
+	MaxReceiveSize uint32
 	// Capabilities is what the agent implements. Pipelining and async are
 	// announced only when HAProxy offers them too; fragmentation is
 	// announced whenever it is set (HAProxy never offers it).
@@ -75,6 +82,10 @@ func (c *Config) withDefaults() *Config {
 		d.MaxFrameSize = DefaultMaxFrameSize
 	}
 	d.MaxFrameSize = max(d.MaxFrameSize, codec.MinMaxFrameSize)
+	if d.MaxReceiveSize == 0 {
+		d.MaxReceiveSize = DefaultMaxReceiveSize
+	}
+	d.MaxReceiveSize = max(d.MaxReceiveSize, d.MaxFrameSize)
 	if d.MaxInFlight <= 0 {
 		d.MaxInFlight = DefaultMaxInFlight
 	}
@@ -103,12 +114,4 @@ func (c *Config) withDefaults() *Config {
 		d.WriteBuffers = new(bytebufferpool.Pool)
 	}
 	return &d
-}
-
-// Dispatcher consumes a connection's NOTIFY and UNSET frames. Serve runs in
-// its own goroutine, started once the HELLO is negotiated. It owns every
-// batch it receives, and must return once in is closed and every NOTIFY it
-// accepted has been answered through c (or dropped because c is closing).
-type Dispatcher interface {
-	Serve(c pipeline.Conn, in <-chan *pipeline.Batch)
 }

@@ -28,12 +28,18 @@ type echoDispatcher struct {
 	pad    int
 }
 
-func (d *echoDispatcher) Serve(c pipeline.Conn, in <-chan *pipeline.Batch) {
+// stageFunc is a pipeline.Stage that runs dispatch on each batch.
+type stageFunc func(b *pipeline.Batch) error
+
+func (f stageFunc) Dispatch(b *pipeline.Batch) error { return f(b) }
+func (f stageFunc) Close()                           {}
+
+func (d *echoDispatcher) Open(c pipeline.Conn) pipeline.Stage {
 	var buf, acts []byte
 	if d.pad > 0 {
 		acts, _ = codec.AppendSetVar(nil, codec.ScopeTransaction, "pad", codec.Binary(make([]byte, d.pad)))
 	}
-	for b := range in {
+	return stageFunc(func(b *pipeline.Batch) error {
 		for _, f := range b.Frames {
 			d.frames.Add(1)
 			if f.Type == codec.FrameNotify && f.Flags.Fin() && c.Acquire() {
@@ -41,8 +47,8 @@ func (d *echoDispatcher) Serve(c pipeline.Conn, in <-chan *pipeline.Batch) {
 				c.Reply(buf)
 			}
 		}
-		b.Recycle()
-	}
+		return nil
+	})
 }
 
 // serveOne accepts one connection on loopback and serves it with cfg; it
@@ -110,8 +116,33 @@ func TestManyFramesPerRead(t *testing.T) {
 	assert.Zero(t, pool.Outstanding(), "a read buffer was not returned")
 }
 
+// TestFramesUpToTheOffer: a frame larger than the size the agent answered
+// but within HAProxy's offer is read (HAProxy 3.1.0 sends such frames);
+// one over the offer, or over MaxReceiveSize, ends the connection with
+// status 3.
+func TestFramesUpToTheOffer(t *testing.T) {
+	notify := func(n int) []byte {
+		return codec.AppendFrame(nil, codec.Header{Type: codec.FrameNotify, Flags: codec.FlagFin, StreamID: 1, FrameID: 1}, make([]byte, n))
+	}
+	t.Run("within the offer", func(t *testing.T) {
+		d := &echoDispatcher{}
+		c, _ := serveOne(t, &Config{MaxFrameSize: 4096}, d)
+		require.EqualValues(t, 4096, c.Hello("pipelining", 16380).MaxFrameSize)
+		c.Write(notify(12000))
+		assert.Equal(t, uint64(1), c.ReadAck().StreamID)
+	})
+	t.Run("over MaxReceiveSize", func(t *testing.T) {
+		c, res := serveOne(t, &Config{MaxFrameSize: 4096, MaxReceiveSize: 8192}, &echoDispatcher{})
+		c.Hello("pipelining", 65532)
+		c.Write(notify(12000))
+		assert.Equal(t, codec.StatusFrameTooBig, c.ReadDisconnect().Status)
+		assert.Equal(t, codec.StatusFrameTooBig, codec.StatusOf(<-res))
+	})
+}
+
 func TestDecoderStatuses(t *testing.T) {
-	big := codec.AppendFrame(nil, codec.Header{Type: codec.FrameNotify, Flags: codec.FlagFin, StreamID: 1, FrameID: 1}, make([]byte, 4096))
+	// Over HAProxy's offer (16380), not only over the answer (4096).
+	big := codec.AppendFrame(nil, codec.Header{Type: codec.FrameNotify, Flags: codec.FlagFin, StreamID: 1, FrameID: 1}, make([]byte, 16380))
 	for _, tc := range []struct {
 		name   string
 		frames [][]byte
@@ -120,7 +151,7 @@ func TestDecoderStatuses(t *testing.T) {
 		{"second HELLO", [][]byte{spoptest.HelloFrame("", 16380)}, codec.StatusInvalid},
 		{"unknown type on stream 0", [][]byte{codec.AppendFrame(nil, codec.Header{Type: 42, Flags: codec.FlagFin}, nil)}, codec.StatusInvalid},
 		{"ACK from HAProxy on stream 0", [][]byte{codec.AppendAck(nil, 0, 0, nil)}, codec.StatusInvalid},
-		{"frame over the negotiated size", [][]byte{big}, codec.StatusFrameTooBig},
+		{"frame over HAProxy's offer", [][]byte{big}, codec.StatusFrameTooBig},
 		{"LENGTH 2^32-1", [][]byte{{0xff, 0xff, 0xff, 0xff, 3}}, codec.StatusFrameTooBig},
 		{"LENGTH 6", [][]byte{{0, 0, 0, 6, 3, 0, 0, 0, 1, 1}}, codec.StatusInvalid},
 		{"truncated stream-id", [][]byte{{0, 0, 0, 7, 3, 0, 0, 0, 1, 0xf0, 0x80}}, codec.StatusInvalid},
@@ -328,19 +359,36 @@ func (c *holdThenFail) Write(b []byte) (int, error) {
 }
 
 // countingDispatcher is echoDispatcher that counts the ACKs it queued.
-type countingDispatcher struct{ replied atomic.Int32 }
+type countingDispatcher struct {
+	replied atomic.Int32
+	wg      sync.WaitGroup
+}
 
-func (d *countingDispatcher) Serve(c pipeline.Conn, in <-chan *pipeline.Batch) {
-	for b := range in {
+func (d *countingDispatcher) Open(c pipeline.Conn) pipeline.Stage {
+	return closeFunc{stageFunc(func(b *pipeline.Batch) error {
 		for _, f := range b.Frames {
 			if f.Type == codec.FrameNotify && f.Flags.Fin() && c.Acquire() {
-				c.Reply(codec.AppendAck(nil, f.StreamID, f.FrameID, nil))
-				d.replied.Add(1)
+				// Replied from another goroutine, as a worker does: a
+				// write held up must not hold up the reader.
+				d.wg.Add(1)
+				go func() {
+					defer d.wg.Done()
+					c.Reply(codec.AppendAck(nil, f.StreamID, f.FrameID, nil))
+					d.replied.Add(1)
+				}()
 			}
 		}
-		b.Recycle()
-	}
+		return nil
+	}), d.wg.Wait}
 }
+
+// closeFunc is a Stage whose Close waits with close.
+type closeFunc struct {
+	stageFunc
+	close func()
+}
+
+func (c closeFunc) Close() { c.close() }
 
 // TestFailedWriteRescuesEveryACK: ACKs queued while a write is failing are
 // handed to Rescue (async: another connection of the engine sends them),
@@ -380,7 +428,8 @@ func TestFailedWriteRescuesEveryACK(t *testing.T) {
 	for sid := uint64(2); sid <= 5; sid++ {
 		c.Notify(sid, 1, spoptest.Msg{Name: "m"})
 	}
-	require.Eventually(t, func() bool { return d.replied.Load() == 5 }, 5*time.Second, time.Millisecond)
+	// 4 queued; the 5th Reply is the one writing the first ACK.
+	require.Eventually(t, func() bool { return d.replied.Load() == 4 }, 5*time.Second, time.Millisecond)
 	close(w.release) // the write fails; ACKs 2-5 wait in the outbox
 	select {
 	case err := <-res:
@@ -475,7 +524,8 @@ func TestOneWritePerBatch(t *testing.T) {
 		burst = append(burst, spoptest.NotifyFrame(sid, 1, spoptest.Msg{Name: "m"})...)
 	}
 	c.Write(burst)
-	require.Eventually(t, func() bool { return d.replied.Load() == 50 }, 5*time.Second, time.Millisecond)
+	// 49 queued; the 50th Reply is the one writing the first ACK.
+	require.Eventually(t, func() bool { return d.replied.Load() == 49 }, 5*time.Second, time.Millisecond)
 	close(w.release)
 	for range 50 {
 		c.ReadAck()

@@ -1,7 +1,9 @@
 package conn
 
 import (
+	"runtime"
 	"sync"
+	"time"
 
 	"github.com/spoe-forge/spoe-forge/pkg/codec"
 	"github.com/spoe-forge/spoe-forge/pkg/observe"
@@ -9,28 +11,40 @@ import (
 	"github.com/valyala/bytebufferpool"
 )
 
-// outbox is the queue between every producer of frames (the decoder, the
-// workers) and the writer. Producers append whole frames under the mutex; the
-// writer takes everything queued so far in one swap and writes it with one
-// call. No lock is held during I/O.
+// outbox is the writer stage. Producers (the decoder, the workers) append
+// whole frames under the mutex; a writer takes everything queued so far in
+// one swap and writes it with one call, under a write deadline, so that a
+// frame is never split across writes. No lock is held during I/O.
+//
+// The writer is not a goroutine of its own: it runs when there is something
+// to write and stops when the queue is empty. The producer that queues
+// into an idle outbox starts it, either inline (the last ACK the
+// connection owes: nothing else is coming, so write now, on this goroutine)
+// or as a goroutine that yields once first, so that ACKs finishing at the
+// same time leave in the same write.
 type outbox struct {
+	c       *Conn
 	mu      sync.Mutex
 	pending *bytebufferpool.ByteBuffer // nil when empty; owned by the queue until taken
 	slots   int                        // in-flight slots the pending ACKs hold
 	closed  bool                       // no more frames accepted
-	woken   bool                       // a wake-up is pending
-	wake    chan struct{}              // capacity 1
+	writing bool                       // a writer runs
+	failed  bool                       // a write failed: the rest is rescued, not written
+	done    chan struct{}              // closed once closed and flushed
+	ended   bool                       // done is closed
 	pool    *bytebufferpool.Pool
 	obs     observe.Observer
 }
 
-func newOutbox(pool *bytebufferpool.Pool, obs observe.Observer) *outbox {
-	return &outbox{wake: make(chan struct{}, 1), pool: pool, obs: obs}
+func (o *outbox) init(c *Conn) {
+	o.c, o.pool, o.obs = c, c.cfg.WriteBuffers, c.cfg.Observer
+	o.done = make(chan struct{})
 }
 
-// push appends frame; slot says whether it holds an in-flight slot. It
-// reports false, appending nothing, once the outbox is closed.
-func (o *outbox) push(frame []byte, slot bool) bool {
+// push appends frame; slot says whether it holds an in-flight slot. If no
+// writer runs, it starts one: inline (the caller writes) or in a goroutine.
+// It reports false, appending nothing, once the outbox is closed.
+func (o *outbox) push(frame []byte, slot, inline bool) bool {
 	o.mu.Lock()
 	if o.closed {
 		o.mu.Unlock()
@@ -43,18 +57,23 @@ func (o *outbox) push(frame []byte, slot bool) bool {
 	if slot {
 		o.slots++
 	}
-	wake := !o.woken
-	o.woken = true
+	start := !o.writing
+	o.writing = true
 	o.mu.Unlock()
-	if wake {
-		o.wake <- struct{}{} // never blocks: woken guards the single token
-	}
 	o.obs.FrameOut(codec.FrameType(frame[codec.LengthPrefixLen]), len(frame)-codec.LengthPrefixLen)
+	switch {
+	case !start:
+	case inline:
+		o.write(1)
+	default:
+		go o.write(-1)
+	}
 	return true
 }
 
-// close stops accepting frames, after appending last (if not nil), and wakes
-// the writer so that it flushes and exits.
+// close stops accepting frames, after appending last (if not nil), and
+// returns once everything queued has been written (or rescued, after a
+// failed write) and the write side half-closed.
 func (o *outbox) close(last []byte) {
 	o.mu.Lock()
 	if !o.closed && last != nil {
@@ -65,25 +84,75 @@ func (o *outbox) close(last []byte) {
 	}
 	sent := !o.closed && last != nil
 	o.closed = true
-	wake := !o.woken
-	o.woken = true
+	start := !o.writing && !o.ended
+	o.writing = o.writing || start
 	o.mu.Unlock()
-	if wake {
-		o.wake <- struct{}{}
-	}
 	if sent {
 		o.obs.FrameOut(codec.FrameType(last[codec.LengthPrefixLen]), len(last)-codec.LengthPrefixLen)
 	}
+	if start {
+		o.write(-1)
+	}
+	<-o.done
 }
 
-// take returns what is queued (ownership passes to the caller, who returns
-// it to the pool), the slots it holds, and whether the outbox is closed.
-func (o *outbox) take() (*bytebufferpool.ByteBuffer, int, bool) {
-	o.mu.Lock()
-	b, n, closed := o.pending, o.slots, o.closed
-	o.pending, o.slots, o.woken = nil, 0, false
-	o.mu.Unlock()
-	return b, n, closed
+// write is the writer: it writes what is queued until the queue is empty.
+// rounds bounds the writes of an inline writer (a worker: it must not be
+// kept); past them it hands over to a writer goroutine. -1 is a writer
+// goroutine's: no bound, and one yield first to gather concurrent ACKs.
+func (o *outbox) write(rounds int) {
+	c := o.c
+	if rounds < 0 {
+		runtime.Gosched()
+	}
+	for i := 0; ; i++ {
+		o.mu.Lock()
+		buf, slots := o.pending, o.slots
+		o.pending, o.slots = nil, 0
+		if buf == nil {
+			o.writing = false
+			end := o.closed && !o.ended
+			o.ended = o.ended || end
+			failed := o.failed
+			o.mu.Unlock()
+			if end {
+				if !failed {
+					if cw, ok := c.nc.(interface{ CloseWrite() error }); ok {
+						_ = cw.CloseWrite()
+					}
+				}
+				close(o.done)
+			}
+			return
+		}
+		if rounds >= 0 && i >= rounds {
+			// An inline writer has done its share: put it back and let a
+			// writer goroutine go on (writing stays true).
+			o.pending, o.slots = buf, slots
+			o.mu.Unlock()
+			go o.write(-1)
+			return
+		}
+		failed := o.failed
+		o.mu.Unlock()
+		if !failed {
+			_ = c.nc.SetWriteDeadline(time.Now().Add(c.cfg.WriteTimeout))
+			if _, err := c.nc.Write(buf.B); err != nil {
+				failed = true
+				o.mu.Lock()
+				o.failed, o.closed = true, true // nothing more can be said
+				o.mu.Unlock()
+				c.writeFailed(err)
+			}
+		}
+		if failed {
+			// Every ACK that could not be written, in this batch or in
+			// any queued before the outbox closed, is rescued.
+			c.rescue(buf.B)
+		}
+		o.pool.Put(buf)
+		c.gate.release(slots)
+	}
 }
 
 // gate bounds a connection's in-flight NOTIFYs.

@@ -29,16 +29,18 @@ var (
 // but rare.
 const maxPartials = 16
 
-// session is the dispatcher's state for one connection. Fields other than
-// wg are owned by the connection's Serve goroutine.
+// session is the dispatcher stage of one connection. Fields other than wg
+// are owned by the connection's reader goroutine, which calls Dispatch.
 type session struct {
-	c        pipeline.Conn
-	parent   context.Context // handlers' contexts derive from it
-	engineID string
-	limit    uint32 // largest ACK LENGTH: negotiated max-frame-size - 1
-	async    bool
-	wg       sync.WaitGroup // tasks not yet answered
-	partials []partial
+	d          *Dispatcher
+	stopCancel func() bool
+	c          pipeline.Conn
+	parent     context.Context // handlers' contexts derive from it
+	engineID   string
+	limit      uint32 // largest ACK LENGTH: negotiated max-frame-size - 1
+	async      bool
+	wg         sync.WaitGroup // tasks not yet answered
+	partials   []partial
 }
 
 type partial struct {
@@ -47,11 +49,12 @@ type partial struct {
 	buf      *bytebufferpool.ByteBuffer
 }
 
-// Serve consumes one connection's batches until in is closed, then waits for
-// the connection's tasks to finish. It implements conn.Dispatcher.
-func (d *Dispatcher) Serve(c pipeline.Conn, in <-chan *pipeline.Batch) {
+// Open starts the dispatcher stage of a connection whose HELLO is
+// negotiated. It implements pipeline.Dispatcher.
+func (d *Dispatcher) Open(c pipeline.Conn) pipeline.Stage {
 	info := c.Session()
 	s := &session{
+		d:        d,
 		c:        c,
 		parent:   c.Context(),
 		engineID: info.EngineID,
@@ -66,23 +69,24 @@ func (d *Dispatcher) Serve(c pipeline.Conn, in <-chan *pipeline.Batch) {
 	}
 	// Handlers' contexts are managed: when the parent ends, the running
 	// ones are ended here, once, rather than each registering with it.
-	stopCancel := context.AfterFunc(s.parent, func() { d.cancelSession(s) })
-	defer stopCancel()
-	failed := false
-	for b := range in {
-		if !failed {
-			if err := d.dispatch(s, b); err != nil {
-				failed = true
-				c.Fail(err)
-			}
-		}
-		b.Recycle() // the batch's own reference; tasks hold theirs
-	}
+	s.stopCancel = context.AfterFunc(s.parent, func() { d.cancelSession(s) })
+	return s
+}
+
+// Dispatch implements pipeline.Stage: it reassembles fragments, decodes each
+// complete NOTIFY into a task and queues it. It runs on the connection's
+// reader goroutine.
+func (s *session) Dispatch(b *pipeline.Batch) error { return s.d.dispatch(s, b) }
+
+// Close implements pipeline.Stage.
+func (s *session) Close() {
+	d := s.d
 	for _, p := range s.partials {
 		d.cfg.Buffers.Put(p.buf)
 	}
 	s.partials = nil
 	d.waitAnswered(s)
+	s.stopCancel()
 	if s.async {
 		d.unregister(s)
 	}
@@ -566,8 +570,10 @@ func (d *Dispatcher) call(t *task, h Handler) (code int) {
 			ctx.Finish()
 			t.cur.Store(nil)
 			t.acts.buf, t.acts.n = t.acts.buf[:mark], n
-			d.log.Error("handler panicked", zap.String("message", t.msg.Name()),
-				zap.Any("panic", p), zap.Stack("stack"))
+			if ce := d.log.Check(zap.ErrorLevel, "handler panicked"); ce != nil {
+				// The stack is taken only when the line is logged.
+				ce.Write(zap.String("message", t.msg.Name()), zap.Any("panic", p), zap.Stack("stack"))
+			}
 			code = ErrCodePanic
 		}
 	}()
