@@ -16,10 +16,10 @@ import (
 	"sync/atomic"
 )
 
-// Size classes: 2 KiB to 128 KiB. Larger buffers are allocated exactly and
+// Size classes: 1 KiB to 128 KiB. Larger buffers are allocated exactly and
 // not pooled.
 const (
-	minShift = 11
+	minShift = 10
 	maxShift = 17
 	// MinSize is the smallest class.
 	MinSize = 1 << minShift
