@@ -146,9 +146,14 @@ func (c *Ctx) Expired() bool { return Now() >= c.due }
 // ended context does. It reports whether c ended on its deadline, so that
 // the caller's verdict ("late") and what c reports forever after agree. It
 // is safe to call more than once.
+//
+// A managed context reads no clock here: its owner ends it at the
+// deadline (Expire), so a call that returns after the deadline and before
+// the owner's timer has fired counts as in time. The dispatcher's deadline
+// watch runs within the Go timer's precision of the deadline.
 func (c *Ctx) Finish() (late bool) {
 	st := stCanceled
-	if c.Expired() {
+	if !c.managed && c.Expired() {
 		st = stDeadline
 	}
 	c.latch(st)
@@ -400,6 +405,39 @@ type slab struct {
 // referenced. The zero Alloc is ready to use and safe for concurrent use.
 type Alloc struct {
 	slabs sync.Pool // *slab with free contexts
+}
+
+// Slab is a handful of fresh contexts for one goroutine at a time (a
+// worker, for the tasks of one turn): taking one costs no synchronisation.
+// Get one from Alloc.Slab and give it back with Alloc.PutSlab.
+type Slab struct{ s *slab }
+
+// Slab returns a Slab with free contexts.
+func (a *Alloc) Slab() Slab {
+	s, _ := a.slabs.Get().(*slab)
+	if s == nil {
+		s = new(slab)
+	}
+	return Slab{s}
+}
+
+// PutSlab gives back what is left of sl, which must not be used after.
+func (a *Alloc) PutSlab(sl Slab) {
+	if sl.s != nil && sl.s.next < slabSize {
+		a.slabs.Put(sl.s)
+	}
+}
+
+// GetManaged returns a fresh Ctx from sl, initialised as InitManaged does,
+// taking a new slab from a when sl is used up.
+func (sl *Slab) GetManaged(a *Alloc, parent context.Context, due int64) *Ctx {
+	if sl.s == nil || sl.s.next == slabSize {
+		*sl = a.Slab()
+	}
+	c := &sl.s.ctxs[sl.s.next]
+	sl.s.next++
+	c.InitManaged(parent, due)
+	return c
 }
 
 // Get returns a fresh Ctx initialised with parent and due (as Init).

@@ -64,6 +64,10 @@ type Conn interface {
 	// limit of unanswered NOTIFYs is reached. It returns false once the
 	// connection is closing; the caller then drops the frame.
 	Acquire() bool
+	// TryAcquire takes one in-flight slot if one is free, without
+	// blocking. It returns false when none is, or the connection is
+	// closing.
+	TryAcquire() bool
 	// Reply queues a whole ACK frame (it is copied) for the NOTIFY that holds
 	// a slot of this connection, and releases that slot once the frame has
 	// been written (or dropped). It returns false if the connection can no

@@ -94,7 +94,7 @@ func New(nc net.Conn, cfg *Config, d Dispatcher) *Conn {
 		armed: true, // Serve sets the HELLO deadline
 	}
 	c.out.init(c)
-	c.gate.max = cfg.MaxInFlight
+	c.gate.max = int32(cfg.MaxInFlight)
 	c.helloBy = time.Now().Add(cfg.HelloTimeout)
 	c.sess.Remote = nc.RemoteAddr().String()
 	c.ctx, c.cancel = context.WithCancelCause(cfg.Base)
@@ -136,6 +136,15 @@ func (c *Conn) Context() context.Context { return c.ctx }
 // Acquire implements pipeline.Conn.
 func (c *Conn) Acquire() bool {
 	if !c.gate.acquire() {
+		return false
+	}
+	c.unpushed.Add(1)
+	return true
+}
+
+// TryAcquire implements pipeline.Conn.
+func (c *Conn) TryAcquire() bool {
+	if !c.gate.tryAcquire() {
 		return false
 	}
 	c.unpushed.Add(1)

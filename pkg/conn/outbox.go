@@ -3,6 +3,7 @@ package conn
 import (
 	"runtime"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/spoe-forge/spoe-forge/pkg/codec"
@@ -155,39 +156,74 @@ func (o *outbox) write(rounds int) {
 	}
 }
 
-// gate bounds a connection's in-flight NOTIFYs.
+// gate bounds a connection's in-flight NOTIFYs. Taking and giving back
+// slots is a compare-and-swap; only a reader that must wait for a slot
+// takes the mutex.
 type gate struct {
-	mu     sync.Mutex
-	n, max int
-	closed bool
-	wait   chan struct{} // closed and replaced to wake waiters; nil when none wait
+	n       atomic.Int32
+	max     int32
+	closed  atomic.Bool
+	waiters atomic.Int32 // readers waiting in acquire
+	mu      sync.Mutex
+	wait    chan struct{} // closed and replaced to wake waiters; nil when none wait
+}
+
+func (g *gate) tryAcquire() bool {
+	for {
+		cur := g.n.Load()
+		if cur >= g.max || g.closed.Load() {
+			return false
+		}
+		if g.n.CompareAndSwap(cur, cur+1) {
+			return true
+		}
+	}
 }
 
 func (g *gate) acquire() bool {
-	g.mu.Lock()
-	for !g.closed && g.n >= g.max {
+	for {
+		if g.tryAcquire() {
+			return true
+		}
+		if g.closed.Load() {
+			return false
+		}
+		g.mu.Lock()
+		g.waiters.Add(1)
+		// A release between our failed try and the waiter count would
+		// not have woken us: try again now that it will.
+		if g.tryAcquire() {
+			g.waiters.Add(-1)
+			g.mu.Unlock()
+			return true
+		}
+		if g.closed.Load() {
+			g.waiters.Add(-1)
+			g.mu.Unlock()
+			return false
+		}
 		if g.wait == nil {
 			g.wait = make(chan struct{})
 		}
 		w := g.wait
 		g.mu.Unlock()
 		<-w
-		g.mu.Lock()
+		g.waiters.Add(-1)
 	}
-	ok := !g.closed
-	if ok {
-		g.n++
-	}
-	g.mu.Unlock()
-	return ok
 }
 
 func (g *gate) release(k int) {
 	if k == 0 {
 		return
 	}
+	g.n.Add(-int32(k))
+	if g.waiters.Load() > 0 {
+		g.wake()
+	}
+}
+
+func (g *gate) wake() {
 	g.mu.Lock()
-	g.n -= k
 	if g.wait != nil {
 		close(g.wait)
 		g.wait = nil
@@ -197,17 +233,8 @@ func (g *gate) release(k int) {
 
 // shut makes every present and future acquire return false.
 func (g *gate) shut() {
-	g.mu.Lock()
-	g.closed = true
-	if g.wait != nil {
-		close(g.wait)
-		g.wait = nil
-	}
-	g.mu.Unlock()
+	g.closed.Store(true)
+	g.wake()
 }
 
-func (g *gate) inFlight() int {
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	return g.n
-}
+func (g *gate) inFlight() int { return int(g.n.Load()) }

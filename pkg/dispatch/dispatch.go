@@ -110,7 +110,6 @@ type Dispatcher struct {
 	log    *zap.Logger
 	timed  bool // an Observer wants per-message timings
 	pool   *ants.PoolWithFuncGeneric[struct{}]
-	tasks  sync.Pool // *task
 	ctxs   hctx.Alloc
 
 	// Scheduling state, under mu.
@@ -123,6 +122,10 @@ type Dispatcher struct {
 	watch   *time.Timer
 	closed  bool          // Close was called: no more workers are invoked
 	idle    chan struct{} // made by Wait, closed when active drops to 0
+	// free holds tasks to reuse. Workers put theirs back under mu, which
+	// they take anyway; sessions take a handful at a time when they queue
+	// theirs. Its length is bounded by the most tasks ever in flight.
+	free []*task
 
 	engMu   sync.Mutex
 	engines map[string][]pipeline.Conn // async: live connections by engine-id
@@ -274,16 +277,37 @@ type task struct {
 	linked     bool
 }
 
-func (d *Dispatcher) getTask() *task {
-	if v := d.tasks.Get(); v != nil {
-		return v.(*task)
+// getTask returns a free task for s: from the session's own cache (the
+// reader's, no lock), refilled from the dispatcher's free list when the
+// session queues its tasks (flush), or a new one.
+func (d *Dispatcher) getTask(s *session) *task {
+	if len(s.free) == 0 {
+		d.mu.Lock()
+		d.refillLocked(s)
+		d.mu.Unlock()
+	}
+	if n := len(s.free); n > 0 {
+		t := s.free[n-1]
+		s.free[n-1] = nil
+		s.free = s.free[:n-1]
+		return t
 	}
 	return &task{d: d}
 }
 
-// release returns the task's buffers and the task itself to their pools.
-// The task must be off the watch list.
-func (t *task) release() {
+// refillLocked moves up to flushBatch free tasks to s's cache. d.mu is
+// held.
+func (d *Dispatcher) refillLocked(s *session) {
+	if n := len(d.free); n > 0 && len(s.free) < flushBatch {
+		k := min(n, flushBatch-len(s.free))
+		s.free = append(s.free, d.free[n-k:]...)
+		clear(d.free[n-k:])
+		d.free = d.free[:n-k]
+	}
+}
+
+// reset drops the task's buffers and references, ready for reuse.
+func (t *task) reset() {
 	d := t.d
 	if t.rx != nil {
 		t.rx.Release()
@@ -297,7 +321,21 @@ func (t *task) release() {
 	t.msg = Message{}
 	t.acts.reset(nil)
 	t.c, t.s = nil, nil
-	d.tasks.Put(t)
+}
+
+// freeLocked resets t and puts it on the free list. d.mu is held; t must be
+// off the run queue and the watch list.
+func (d *Dispatcher) freeLocked(t *task) {
+	t.reset()
+	d.free = append(d.free, t)
+}
+
+// free is freeLocked for a caller that does not hold d.mu.
+func (d *Dispatcher) free1(t *task) {
+	t.reset()
+	d.mu.Lock()
+	d.free = append(d.free, t)
+	d.mu.Unlock()
 }
 
 // ring is a FIFO of tasks. It grows only when full, so its size is bounded

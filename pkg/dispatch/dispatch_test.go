@@ -52,6 +52,7 @@ func (c *fakeConn) Acquire() bool {
 	c.slots.Add(1)
 	return true
 }
+func (c *fakeConn) TryAcquire() bool { return c.Acquire() }
 func (c *fakeConn) Reply(frame []byte) bool {
 	c.slots.Add(-1)
 	if c.dead.Load() {

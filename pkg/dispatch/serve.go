@@ -41,6 +41,11 @@ type session struct {
 	async      bool
 	wg         sync.WaitGroup // tasks not yet answered
 	partials   []partial
+	// pending are the tasks of the batch being dispatched, queued
+	// together (flush) at the end of the batch, or before the reader may
+	// block for an in-flight slot; free are tasks to reuse.
+	pending []*task
+	free    []*task
 }
 
 type partial struct {
@@ -142,6 +147,7 @@ func (d *Dispatcher) waitAnswered(s *session) {
 // dispatch handles one batch; an error is a protocol error that ends the
 // connection.
 func (d *Dispatcher) dispatch(s *session, b *pipeline.Batch) error {
+	defer d.flush(s)
 	now := time.Now() // one clock read per batch: the NOTIFYs of a read arrived together
 	for i := range b.Frames {
 		f := &b.Frames[i]
@@ -157,7 +163,7 @@ func (d *Dispatcher) dispatch(s *session, b *pipeline.Batch) error {
 			if pi >= 0 {
 				return codec.ErrInterlaced
 			}
-			t := d.getTask()
+			t := d.getTask(s)
 			t.rx = b.Buf
 			b.Buf.Retain() // the task's reference, released once its ACK is encoded
 			if err := d.submit(s, t, f, f.Payload, now); err != nil {
@@ -188,7 +194,7 @@ func (d *Dispatcher) dispatch(s *session, b *pipeline.Batch) error {
 			p.frames++
 			if f.Flags.Fin() {
 				d.cfg.Observer.Reassembled(p.frames)
-				t := d.getTask()
+				t := d.getTask(s)
 				t.own = p.buf // ownership of the reassembled payload passes to the task
 				s.remove(pi)
 				if err := d.submit(s, t, f, t.own.B, now); err != nil {
@@ -221,39 +227,67 @@ func (s *session) drop(d *Dispatcher, i int) {
 	s.remove(i)
 }
 
-// submit decodes the NOTIFY payload into t and queues it. It owns t: on
-// every path t is either queued or released.
+// submit decodes the NOTIFY payload into t, takes an in-flight slot for
+// it and adds it to the session's pending tasks. It owns t: on every path t
+// is either pending or back on the free list.
 func (d *Dispatcher) submit(s *session, t *task, f *codec.Frame, payload []byte, now time.Time) error {
 	if err := t.note.Decode(payload); err != nil {
-		t.release()
+		t.reset()
+		s.free = append(s.free, t)
 		return err
 	}
-	if !s.c.Acquire() {
-		t.release() // the connection is closing: nobody will read an ACK
-		return nil
+	if !s.c.TryAcquire() {
+		// The connection's limit is reached: queue what is pending (their
+		// ACKs are what frees slots), then wait.
+		d.flush(s)
+		if !s.c.Acquire() {
+			t.reset()
+			s.free = append(s.free, t) // closing: nobody will read an ACK
+			return nil
+		}
 	}
 	t.c, t.s, t.sid, t.fid = s.c, s, f.StreamID, f.FrameID
 	t.due = hctx.Since(now) + int64(d.cfg.Timeout)
 	t.state.Store(tsQueued)
 	s.wg.Add(1)
+	s.pending = append(s.pending, t)
+	return nil
+}
+
+// flushBatch is how many free tasks a session takes at a time.
+const flushBatch = 32
+
+// flush queues the session's pending tasks for the workers, under one lock
+// for the whole batch, and takes free tasks for the next one.
+func (d *Dispatcher) flush(s *session) {
+	if len(s.pending) == 0 {
+		return
+	}
+	var closed []*task
 	d.mu.Lock()
 	if d.closed {
-		d.mu.Unlock()
-		d.answer(t.c, s, t.sid, t.fid, 0)
-		t.release()
-		return nil
+		closed = s.pending
+	} else {
+		for _, t := range s.pending {
+			d.runq.push(t)
+			d.live.pushBack(t)
+		}
+		if d.watchAt == 0 {
+			d.armLocked(s.pending[0].due)
+		}
 	}
-	d.runq.push(t)
-	d.live.pushBack(t)
-	if d.watchAt == 0 {
-		d.armLocked(t.due)
-	}
+	d.refillLocked(s)
 	spawn := d.wantWorkerLocked()
 	d.mu.Unlock()
+	clear(s.pending)
+	s.pending = s.pending[:0]
+	for _, t := range closed {
+		d.answer(t.c, s, t.sid, t.fid, 0)
+		d.free1(t)
+	}
 	if spawn {
 		d.invoke()
 	}
-	return nil
 }
 
 // wantWorkerLocked reports whether a worker should be invoked for the
@@ -286,7 +320,7 @@ func (d *Dispatcher) invoke() {
 				d.live.remove(t)
 				orphans = append(orphans, t)
 			} else {
-				t.release() // answered at its deadline already
+				d.freeLocked(t) // answered at its deadline already
 			}
 		}
 	}
@@ -294,7 +328,7 @@ func (d *Dispatcher) invoke() {
 	d.mu.Unlock()
 	for _, t := range orphans {
 		d.answer(t.c, t.s, t.sid, t.fid, 0)
-		t.release()
+		d.free1(t)
 	}
 }
 
@@ -313,6 +347,8 @@ func (d *Dispatcher) idleLocked() {
 // drained and leaves, and a burst costs two invocations instead of one per
 // NOTIFY.
 func (d *Dispatcher) work(struct{}) {
+	ctxs := d.ctxs.Slab() // the handler contexts of this turn, taken without a lock
+	defer d.ctxs.PutSlab(ctxs)
 	d.mu.Lock()
 	d.spare = false // this is the spare, started
 	for {
@@ -325,14 +361,14 @@ func (d *Dispatcher) work(struct{}) {
 		if spawn {
 			d.invoke()
 		}
-		d.run(t)
+		d.run(t, &ctxs)
 		d.mu.Lock()
 		if t.linked {
 			d.live.remove(t)
 		}
-		// Released under the lock: off the watch list, nobody else
-		// refers to it, and a pool Put is cheap.
-		t.release()
+		// Freed under the lock it takes anyway: off the watch list, and
+		// nobody else refers to it.
+		d.freeLocked(t)
 	}
 	d.active--
 	d.idleLocked()
@@ -468,7 +504,7 @@ func (d *Dispatcher) forward(s *session, frame []byte) bool {
 
 // run runs the handlers of one NOTIFY, encodes its ACK and replies, unless
 // the deadline watch answered the NOTIFY first. The caller releases t.
-func (d *Dispatcher) run(t *task) {
+func (d *Dispatcher) run(t *task, ctxs *hctx.Slab) {
 	if !t.state.CompareAndSwap(tsQueued, tsRunning) {
 		return // answered at its deadline while it waited
 	}
@@ -492,7 +528,7 @@ func (d *Dispatcher) run(t *task) {
 		if d.timed {
 			t0 = time.Now()
 		}
-		c := d.call(t, h)
+		c := d.call(t, h, ctxs)
 		if d.timed {
 			d.cfg.Observer.Message(name, time.Since(t0), c)
 		}
@@ -561,9 +597,9 @@ func asPanic(err error) *PanicError {
 // into an ErrCode. A handler that panicked or missed its deadline loses the
 // actions it added: they are stale, and on HAProxy 2.6/3.0 a frame-id can be
 // reused after a failed event, so a late answer could land on the next one.
-func (d *Dispatcher) call(t *task, h Handler) (code int) {
+func (d *Dispatcher) call(t *task, h Handler, ctxs *hctx.Slab) (code int) {
 	mark, n := len(t.acts.buf), t.acts.n
-	ctx := d.ctxs.GetManaged(t.s.parent, t.due)
+	ctx := ctxs.GetManaged(&d.ctxs, t.s.parent, t.due)
 	t.cur.Store(ctx)
 	defer func() {
 		if p := recover(); p != nil {
