@@ -59,7 +59,8 @@ func TestHelloNegotiation(t *testing.T) {
 		{"async on", "pipelining,async", 16380, []agent.Option{agent.WithAsync(true)}, 16380, codec.CapPipelining | codec.CapAsync | codec.CapFragmentation},
 		{"async on, not offered", "pipelining", 16380, []agent.Option{agent.WithAsync(true)}, 16380, codec.CapPipelining | codec.CapFragmentation},
 		{"no pipelining, no fragmentation", "pipelining,async", 16380, []agent.Option{agent.WithPipelining(false), agent.WithFragmentation(false)}, 16380, 0},
-		{"offer above our limit", "pipelining", 65532, nil, 16380, codec.CapPipelining | codec.CapFragmentation},
+		{"offer of tune.bufsize 65536, answered", "pipelining", 65532, nil, 65532, codec.CapPipelining | codec.CapFragmentation},
+		{"offer above our limit", "pipelining", 1 << 20, nil, 65532, codec.CapPipelining | codec.CapFragmentation},
 		{"our limit below the offer", "pipelining", 16380, []agent.Option{agent.WithMaxFrameSize(4096)}, 4096, codec.CapPipelining | codec.CapFragmentation},
 		{"smallest offer", " pipelining , unknown ", 256, nil, 256, codec.CapPipelining | codec.CapFragmentation},
 	} {
@@ -499,4 +500,25 @@ func mustHex(t *testing.T, s string) []byte {
 	_, err := fmt.Sscanf(s, "%x", &b)
 	require.NoError(t, err)
 	return b
+}
+
+// TestFrameAboveAnswerWithinOffer: HAProxy 3.1.0 may send frames up to its
+// own offer even when the agent answered less; the agent reads them and
+// answers, rather than disconnecting with status 3.
+func TestFrameAboveAnswerWithinOffer(t *testing.T) {
+	a := agent.New(agent.WithMaxFrameSize(16380))
+	a.Message("m", func(ctx context.Context, m *agent.Message, act *agent.Actions) error {
+		b, _ := m.Bytes("body")
+		act.SetInt(agent.ScopeTransaction, "len", int64(len(b)))
+		return nil
+	})
+	c := spoptest.Dial(t, start(t, a))
+	h := c.Hello("pipelining", 65532)
+	require.EqualValues(t, 16380, h.MaxFrameSize)
+	c.Notify(1, 1, spoptest.Msg{Name: "m", Args: []codec.Arg{spoptest.A("body", codec.Binary(make([]byte, 40000)))}})
+	ack := c.ReadAck()
+	v, ok := ack.Var("len")
+	require.True(t, ok)
+	n, _ := v.Value.Int()
+	require.EqualValues(t, 40000, n)
 }

@@ -4,7 +4,6 @@ import (
 	"context"
 	"time"
 
-	"github.com/spoe-forge/spoe-forge/pkg/codec"
 	"github.com/spoe-forge/spoe-forge/pkg/observe"
 	"go.uber.org/zap"
 )
@@ -35,9 +34,11 @@ type config struct {
 
 // Defaults.
 const (
-	// DefaultMaxFrameSize is HAProxy's own default (tune.bufsize - 4); the
-	// agent answers min(HAProxy's offer, this).
-	DefaultMaxFrameSize = codec.DefaultMaxFrameSize
+	// DefaultMaxFrameSize bounds the max-frame-size the agent answers:
+	// min(HAProxy's offer, this). HAProxy offers tune.bufsize - 4 (16380 by
+	// default, 65532 with tune.bufsize 65536), so by default the agent
+	// answers the offer. Read buffers grow only as frames need them.
+	DefaultMaxFrameSize = 64<<10 - 4
 	// DefaultMaxInFlight bounds unanswered NOTIFYs per connection (HAProxy
 	// itself sends at most 20 with its defaults).
 	DefaultMaxInFlight = 64
@@ -62,12 +63,14 @@ const (
 // debug lines per connection.
 func WithLogger(l *zap.Logger) Option { return func(c *config) { c.logger = l } }
 
-// WithMaxFrameSize sets the largest max-frame-size the agent accepts (at
-// least 256). Keep it at or above HAProxy's offer (16380 by default): below
-// it, HAProxy 2.6/3.0 encode events against the smallest size negotiated on
-// each thread, so an event that races a connection's first HELLO can fail
-// with error 259 even though fragmentation is on, and HAProxy 3.1+ fails
-// every event larger than the answer.
+// WithMaxFrameSize sets the largest max-frame-size the agent answers (at
+// least 256; default 65532, which answers HAProxy's offer up to tune.bufsize
+// 65536). Keep it at or above HAProxy's offer: below it, HAProxy 2.6/3.0
+// encode events against the smallest size negotiated on each thread, so an
+// event that races a connection's first HELLO can fail with error 259 even
+// though fragmentation is on, and HAProxy 3.1+ fails every event larger
+// than the answer. Frames up to the offer are accepted even above the
+// answer (HAProxy 3.1.0 sends them), up to 65532 bytes.
 func WithMaxFrameSize(n uint32) Option { return func(c *config) { c.maxFrameSize = n } }
 
 // WithMaxInFlight bounds the NOTIFYs of one connection that are received and

@@ -36,6 +36,10 @@ const (
 	// drainPoll is how often a draining connection checks whether it has
 	// answered everything.
 	drainPoll = 5 * time.Millisecond
+	// helloLimit bounds frames before the HELLO is answered: HAProxy's
+	// HELLO is a few hundred bytes, and a peer that has not said hello
+	// must not make the reader grow a large buffer.
+	helloLimit = codec.DefaultMaxFrameSize
 )
 
 // Dispatcher opens the dispatcher stage of a connection once its HELLO is
@@ -90,7 +94,7 @@ func New(nc net.Conn, cfg *Config, d Dispatcher) *Conn {
 		cfg:   cfg,
 		log:   cfg.Logger,
 		d:     d,
-		limit: cfg.MaxFrameSize,
+		limit: min(cfg.MaxFrameSize, helloLimit),
 		armed: true, // Serve sets the HELLO deadline
 	}
 	c.out.init(c)
