@@ -15,6 +15,13 @@
 //
 // With -metrics-addr it serves Prometheus metrics on /metrics and Go's
 // profiler on /debug/pprof.
+//
+// On SIGTERM or SIGINT it fails HAProxy's health checks for -lame-duck
+// (default 16s: over "check inter 5s" times "fall 3") while it keeps
+// serving, so that HAProxy moves new work to other agents, then drains
+// within -shutdown-timeout (default 10s). Every flag can also be set from
+// the environment (SPOE_AGENT_ADDR, SPOE_LOG_LEVEL, SPOE_METRICS_ADDR,
+// SPOE_LAME_DUCK, SPOE_SHUTDOWN_TIMEOUT).
 package main
 
 import (
@@ -40,7 +47,12 @@ func main() {
 	addr := flag.String("addr", envOr("SPOE_AGENT_ADDR", "127.0.0.1:12345"), "listen address: host:port or unix:/path")
 	level := flag.String("log-level", envOr("SPOE_LOG_LEVEL", "info"), "log level: debug, info, warn, error")
 	metricsAddr := flag.String("metrics-addr", envOr("SPOE_METRICS_ADDR", ""), "serve /metrics and /debug/pprof on this address (off when empty)")
+	lameDuck := flag.Duration("lame-duck", durationEnv("SPOE_LAME_DUCK", agent.DefaultLameDuck), "on SIGTERM, fail health checks for this long while serving, before draining (0: no lame-duck period)")
+	shutdownTimeout := flag.Duration("shutdown-timeout", durationEnv("SPOE_SHUTDOWN_TIMEOUT", agent.DefaultShutdownTimeout), "bound on the drain that follows the lame-duck period")
 	flag.Parse()
+	if *lameDuck <= 0 {
+		*lameDuck = agent.NoLameDuck
+	}
 
 	log, err := newLogger(*level)
 	if err != nil {
@@ -56,6 +68,8 @@ func main() {
 		agent.WithLogger(log),
 		agent.WithErrorVar(agent.ScopeTransaction, "error"),
 		agent.WithObserver(m),
+		agent.WithLameDuck(*lameDuck),
+		agent.WithShutdownTimeout(*shutdownTimeout),
 	)
 	m.ObserveAgent(a)
 	a.Message("check-request", checkRequest)
@@ -116,6 +130,21 @@ func newLogger(level string) (*zap.Logger, error) {
 	cfg := zap.NewProductionConfig()
 	cfg.Level = zap.NewAtomicLevelAt(lvl)
 	return cfg.Build()
+}
+
+// durationEnv returns the duration in environment variable k, or def when
+// k is unset; a value that is not a duration stops the program.
+func durationEnv(k string, def time.Duration) time.Duration {
+	v := os.Getenv(k)
+	if v == "" {
+		return def
+	}
+	d, err := time.ParseDuration(v)
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "example: %s=%q: %v\n", k, v, err)
+		os.Exit(2)
+	}
+	return d
 }
 
 func envOr(k, def string) string {
