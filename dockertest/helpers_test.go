@@ -142,7 +142,13 @@ type process struct {
 // (SIGTERM, then SIGKILL) when the test ends.
 func startProcess(t testing.TB, bin string, args ...string) *process {
 	t.Helper()
-	cmd := exec.Command(bin, args...)
+	return startCmd(t, exec.Command(bin, args...))
+}
+
+// startCmd is startProcess for a prepared command (environment, folder).
+func startCmd(t testing.TB, cmd *exec.Cmd) *process {
+	t.Helper()
+	bin, args := cmd.Path, cmd.Args[1:]
 	out := &haproxytest.SyncBuffer{}
 	cmd.Stdout, cmd.Stderr = out, out
 	// Killed with the test binary if the cleanups never run (go test's
@@ -203,7 +209,9 @@ func (p *process) stop() error {
 // "spoe-forge healthcheck" passes against it.
 func startAgent(t testing.TB, example, spoeForge string, port int) *process {
 	t.Helper()
-	p := startProcess(t, example, "-addr", "127.0.0.1:"+strconv.Itoa(port), "-log-level", "debug")
+	// HAProxy checks every 100 ms (checkInter), 3 failures mark it DOWN:
+	// a lame-duck period of 500 ms is enough, and stops within stopTimeout.
+	p := startProcess(t, example, "-addr", "127.0.0.1:"+strconv.Itoa(port), "-log-level", "debug", "-lame-duck", "500ms")
 	deadline := time.Now().Add(readyTimeout)
 	for {
 		code, out := healthcheck(t, spoeForge, port)
