@@ -63,10 +63,6 @@ type composeDependency struct {
 // interpolation matches compose's ${VAR}, ${VAR:-default} and ${VAR-default}.
 var interpolation = regexp.MustCompile(`\$\{([A-Za-z_][A-Za-z0-9_]*)((:?-)([^}]*))?\}`)
 
-// withDefaults replaces every interpolation by its default, as compose does
-// when none of the variables is set.
-func withDefaults(s string) string { return withVars(s, nil) }
-
 // withVars replaces every interpolation by its value in vars, or by its
 // default when vars has none, as compose does with those variables set.
 func withVars(s string, vars map[string]string) string {
