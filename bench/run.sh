@@ -11,6 +11,8 @@
 # 2. End to end: the same agents behind real HAProxy 2.6, 3.2 and 3.4 (one
 #    thread, CPU 0) driven by wrk (CPU 0) against a frontend that answers
 #    from the agent's variables, plus HAProxy without SPOE as the ceiling.
+# 2b. examples/ratelimit through HAProxy 3.2 with its in-process store and
+#    with Redis, side by side (requests/s, p99).
 # 3. The spoeforge agent over TCP, a unix socket and mutual TLS, direct and
 #    behind HAProxy (bench/transports.sh; BENCH_SKIP_TRANSPORTS=1 skips it).
 # 4. A CPU profile of the spoeforge agent at 16x64, the whole-stack
@@ -288,7 +290,77 @@ if [[ "${BENCH_SKIP_E2E:-0}" != 1 ]]; then
 	done
 fi
 
-# --- 2b. transports: TCP, unix socket, mutual TLS -------------------------
+# --- 2b. examples/ratelimit: in-process store against Redis ---------------
+# The ratelimit example (a module of its own) behind HAProxy 3.2, with
+# limits no request reaches (-rate/-burst 1e9), once with its in-process
+# store and once with Redis (Debian's redis-server on CPU 1 with the
+# agent): what a shared store costs per request. BENCH_SKIP_RATELIMIT=1
+# skips it.
+if [[ "${BENCH_SKIP_RATELIMIT:-0}" != 1 ]]; then
+	mkdir -p "$out/ratelimit"
+	(cd examples/ratelimit && go build -o "$work/ratelimit" .)
+	REDIS_PORT=${BENCH_REDIS_PORT:-23479}
+	redis_bin=${SPOE_REDIS_SERVER:-/usr/bin/redis-server}
+	rl_version=3.2
+	rl_bin=$(haproxy_bin "$rl_version")
+	cat >"$out/ratelimit/haproxy.cfg" <<CFG
+global
+    nbthread 1
+    maxconn 2000
+defaults
+    mode http
+    timeout connect 5s
+    timeout client 30s
+    timeout server 30s
+frontend fe
+    bind 127.0.0.1:$FE_PORT
+    filter spoe engine ratelimit config $root/examples/ratelimit/spoe.conf
+    http-request deny deny_status 429 if { var(txn.ratelimit.limited) -m bool }
+    http-request return status 200 content-type text/plain lf-string "remaining=%[var(txn.ratelimit.remaining)]" if { var(txn.ratelimit.remaining) -m found }
+    http-request return status 500 content-type text/plain lf-string "spoe error=%[var(txn.ratelimit.error)]"
+backend be_spoe_agents
+    mode spop
+    timeout connect 5s
+    timeout server 3m
+    server agent 127.0.0.1:$AGENT_PORT
+CFG
+	for rep in $(seq "$REPS"); do
+		for store in local redis; do
+			args=(-addr "127.0.0.1:$AGENT_PORT" -rate 1e9 -burst 1000000000 -lame-duck 0 -store "$store")
+			redis_pid=""
+			if [[ $store == redis ]]; then
+				taskset -c "$AGENT_CPU" "$redis_bin" --bind 127.0.0.1 --port "$REDIS_PORT" --save "" --appendonly no --dir "$work" >/dev/null 2>&1 &
+				redis_pid=$!
+				wait_port "$REDIS_PORT"
+				args+=(-redis-addr "127.0.0.1:$REDIS_PORT")
+			fi
+			taskset -c "$AGENT_CPU" "$work/ratelimit" "${args[@]}" >>"$out/ratelimit/agent.log" 2>&1 &
+			agent_pid=$!
+			wait_port "$AGENT_PORT"
+			taskset -c "$LOAD_CPU" "$rl_bin" -db -f "$out/ratelimit/haproxy.cfg" >>"$out/ratelimit/haproxy.log" 2>&1 &
+			haproxy_pid=$!
+			wait_port "$FE_PORT"
+			log "ratelimit through HAProxy $rl_version rep $rep: $store store"
+			wrk_args=(-t1 -c"$WRK_CONNS" --latency "http://127.0.0.1:$FE_PORT/")
+			taskset -c "$LOAD_CPU" wrk -d"$WARMUP" "${wrk_args[@]}" >/dev/null 2>&1 || true
+			record taskset -c "$LOAD_CPU" wrk -d"$DURATION" "${wrk_args[@]}"
+			note "HAProxy $rl_version; agent: examples/ratelimit ${args[*]}"
+			taskset -c "$LOAD_CPU" wrk -d"$DURATION" "${wrk_args[@]}" >"$out/ratelimit/$store.$rep.wrk" 2>&1 || log "  (wrk exited $?)"
+			kill -TERM "$haproxy_pid" 2>/dev/null || true
+			wait "$haproxy_pid" 2>/dev/null || true
+			haproxy_pid=""
+			kill -TERM "$agent_pid" 2>/dev/null || true
+			wait "$agent_pid" 2>/dev/null || true
+			agent_pid=""
+			if [[ -n $redis_pid ]]; then
+				kill -TERM "$redis_pid" 2>/dev/null || true
+				wait "$redis_pid" 2>/dev/null || true
+			fi
+		done
+	done
+fi
+
+# --- 2c. transports: TCP, unix socket, mutual TLS -------------------------
 if [[ "${BENCH_SKIP_TRANSPORTS:-0}" != 1 ]]; then
 	log "transports (bench/transports.sh)"
 	TRANSPORTS_DIR="$out" TRANSPORTS_REPORT=0 bash bench/transports.sh

@@ -38,6 +38,9 @@ type composeService struct {
 	Ports       []string                     `yaml:"ports"`
 	Command     []string                     `yaml:"command"`
 	Restart     string                       `yaml:"restart"`
+	// StopGracePeriod is how long compose waits after SIGTERM before
+	// SIGKILL.
+	StopGracePeriod string `yaml:"stop_grace_period"`
 }
 
 type composeBuild struct {
@@ -61,20 +64,28 @@ type composeDependency struct {
 // interpolation matches compose's ${VAR}, ${VAR:-default} and ${VAR-default}.
 var interpolation = regexp.MustCompile(`\$\{([A-Za-z_][A-Za-z0-9_]*)((:?-)([^}]*))?\}`)
 
-// withDefaults replaces every interpolation by its default, as compose does
-// when none of the variables is set.
-func withDefaults(s string) string {
+// withVars replaces every interpolation by its value in vars, or by its
+// default when vars has none, as compose does with those variables set.
+func withVars(s string, vars map[string]string) string {
 	return interpolation.ReplaceAllStringFunc(s, func(m string) string {
-		return interpolation.FindStringSubmatch(m)[4]
+		g := interpolation.FindStringSubmatch(m)
+		if v, ok := vars[g[1]]; ok {
+			return v
+		}
+		return g[4]
 	})
 }
 
 // loadCompose parses docker/compose.yaml and resolves its interpolations to
 // their defaults.
-func loadCompose(t testing.TB) *composeFile {
+func loadCompose(t testing.TB) *composeFile { return loadComposeWith(t, nil) }
+
+// loadComposeWith parses docker/compose.yaml with the variables of vars
+// set.
+func loadComposeWith(t testing.TB, vars map[string]string) *composeFile {
 	t.Helper()
 	raw := readFile(t, dockerDir(t, "compose.yaml"))
-	dec := yaml.NewDecoder(strings.NewReader(withDefaults(raw)))
+	dec := yaml.NewDecoder(strings.NewReader(withVars(raw, vars)))
 	dec.KnownFields(true)
 	var c composeFile
 	require.NoError(t, dec.Decode(&c), "docker/compose.yaml")
@@ -215,6 +226,20 @@ func TestCompose(t *testing.T) {
 			require.NoError(t, err)
 		}
 		require.Positive(t, hc.Retries)
+		// The check's port and the listen address come from one variable.
+		rawAgent := raw[strings.Index(raw, "\n  agent:"):strings.Index(raw, "\n  # The application")]
+		require.Contains(t, rawAgent, `SPOE_AGENT_ADDR: "0.0.0.0:${AGENT_PORT:-`)
+		require.Contains(t, rawAgent, `"--port", "${AGENT_PORT:-`)
+		// SIGTERM: lame duck, then drain; only then may compose kill it.
+		grace, err := time.ParseDuration(agent.StopGracePeriod)
+		require.NoError(t, err, "the agent needs a stop_grace_period")
+		lame, err := time.ParseDuration(agent.Environment["SPOE_LAME_DUCK"])
+		require.NoError(t, err)
+		drain, err := time.ParseDuration(agent.Environment["SPOE_SHUTDOWN_TIMEOUT"])
+		require.NoError(t, err)
+		require.Greater(t, grace, lame+drain, "stop_grace_period must exceed the lame-duck period plus the shutdown timeout")
+		_, metricsPort := hostPort(t, agent.Environment["SPOE_METRICS_ADDR"])
+		require.Equal(t, []string{metricsPort}, agent.Ports, "the metrics port is published (on an ephemeral host port, so that --scale works)")
 		if i := slices.Index(args, "--timeout"); i >= 0 {
 			cli, err := time.ParseDuration(args[i+1])
 			require.NoError(t, err)

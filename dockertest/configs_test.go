@@ -73,7 +73,7 @@ func TestConfigsLoad(t *testing.T) {
 					// start anyway.
 					{"compose environment", cleanEnv(composeEnv...), "could not resolve address"},
 					{"mutual TLS", cleanEnv("AGENT_CA="+filepath.Join(certs, "ca.crt"), "AGENT_CLIENT_CERT="+filepath.Join(certs, "haproxy.pem")), ""},
-					{"unix socket", cleanEnv("AGENT_ADDR=unix@/run/spoa/agent.sock"), ""},
+					{"unix socket", cleanEnv("AGENT_SOCKET=unix@/run/spoa/agent.sock"), ""},
 				}
 				for _, s := range scenarios {
 					t.Run(s.name, func(t *testing.T) {

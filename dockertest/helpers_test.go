@@ -147,7 +147,13 @@ type process struct {
 // (SIGTERM, then SIGKILL) when the test ends.
 func startProcess(t testing.TB, bin string, args ...string) *process {
 	t.Helper()
-	cmd := exec.Command(bin, args...)
+	return startCmd(t, exec.Command(bin, args...))
+}
+
+// startCmd is startProcess for a prepared command (environment, folder).
+func startCmd(t testing.TB, cmd *exec.Cmd) *process {
+	t.Helper()
+	bin, args := cmd.Path, cmd.Args[1:]
 	out := &haproxytest.SyncBuffer{}
 	cmd.Stdout, cmd.Stderr = out, out
 	// Killed with the test binary if the cleanups never run (go test's
@@ -214,10 +220,12 @@ func startAgent(t testing.TB, example, spoeForge string, port int) *process {
 
 // startAgentWith runs the example agent with args and waits until
 // "spoe-forge healthcheck" passes against it with check (the flags that
-// say where the agent is and how to reach it).
+// say where the agent is and how to reach it). HAProxy checks every 100 ms
+// (checkInter), 3 failures mark it DOWN: a lame-duck period of 500 ms is
+// enough, and stops within stopTimeout.
 func startAgentWith(t testing.TB, example, spoeForge string, args, check []string) *process {
 	t.Helper()
-	p := startProcess(t, example, append(args, "-log-level", "debug")...)
+	p := startProcess(t, example, append(args, "-log-level", "debug", "-lame-duck", "500ms")...)
 	deadline := time.Now().Add(readyTimeout)
 	for {
 		code, out := runStatus(t, 10*time.Second, os.Environ(), "", spoeForge, append([]string{"healthcheck", "--timeout", "2s"}, check...)...)

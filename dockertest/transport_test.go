@@ -112,7 +112,7 @@ func TestTopologyMutualTLS(t *testing.T) {
 }
 
 // TestTopologyUnixSocket runs the topology with the agent on a unix socket
-// (-addr unix:..., -socket-mode) and HAProxy's AGENT_ADDR=unix@...
+// (-addr unix:..., -socket-mode) and HAProxy's AGENT_SOCKET=unix@...
 func TestTopologyUnixSocket(t *testing.T) {
 	example, spoeForge := binaries(t)
 	dir, err := os.MkdirTemp("", "dt") // unix socket paths are limited to 108 bytes
@@ -128,7 +128,7 @@ func TestTopologyUnixSocket(t *testing.T) {
 	for _, tc := range topologies {
 		t.Run(string(tc.version)+"/"+tc.cfg, func(t *testing.T) {
 			bin := haproxytest.Binary(t, tc.version)
-			base, p := startHAProxyEnv(t, bin, tc.cfg, tc.spoe, backend, map[string]string{"AGENT_ADDR": "unix@" + sock})
+			base, p := startHAProxyEnv(t, bin, tc.cfg, tc.spoe, backend, map[string]string{"AGENT_SOCKET": "unix@" + sock})
 			requireServedFor(t, base, p)
 		})
 	}

@@ -30,6 +30,9 @@
 #   bash scripts/install-haproxy.sh && . /var/cache/spoe-forge/haproxy/env.sh
 # The exported variables are SPOE_HAPROXY_2_6, SPOE_HAPROXY_3_0,
 # SPOE_HAPROXY_3_2 and SPOE_HAPROXY_3_4 (paths of the binaries or wrappers).
+#
+# It also runs scripts/install-redis.sh: Debian's redis-server, for the
+# tests of examples/ratelimit's Redis store (internal/redistest).
 set -euo pipefail
 
 CACHE="${SPOE_HAPROXY_CACHE:-/var/cache/spoe-forge/haproxy}"
@@ -356,6 +359,10 @@ ensure_haproxy_26
 ensure_unpacked 3.0 "${SUITES_3_0[@]}"
 ensure_unpacked 3.2 "${SUITES_3_2[@]}"
 ensure_unpacked 3.4 "${SUITES_3_4[@]}"
+
+# Redis, for the tests of examples/ratelimit's shared store: Debian's
+# redis-server, by its own script (stderr only, like the rest).
+bash "$(dirname "${BASH_SOURCE[0]}")/install-redis.sh"
 
 # Final check: each binary runs and is of its branch.
 is_branch "$SYSTEM_HAPROXY" 2.6 || die "2.6: $SYSTEM_HAPROXY -v does not say 2.6"

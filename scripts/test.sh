@@ -33,7 +33,7 @@ fi
 
 # Modules of their own (kept apart so that the library does not depend on
 # what they use): tested first, so that the last lines are the main module's.
-for m in examples/otel; do
+for m in examples/otel examples/ratelimit; do
 	echo "test.sh: go test in $m (a module of its own)" >&2
 	(cd "$m" && go test -race -count=1 -timeout 5m ./...)
 done

@@ -367,6 +367,31 @@ func write(w *bytes.Buffer, dir, out string) error {
 		}
 	}
 
+	// --- ratelimit: in-process store against Redis ---
+	if rl, _ := filepath.Glob(filepath.Join(dir, "ratelimit", "*.wrk")); len(rl) > 0 {
+		p("## examples/ratelimit: in-process store against Redis (HAProxy 3.2)\n\n")
+		p("The ratelimit example behind HAProxy 3.2 (`nbthread 1`, CPU 0, with wrk `-t1 -c%s`), limits no request reaches; the agent and redis-server share CPU 1. A request/s is a full SPOE round trip, plus one Redis script (redis_rate's GCRA) with `-store redis`. Median of the runs [min–max]. Configuration: [`ratelimit/`](%s/ratelimit).\n\n", wrkConns(dir), rel)
+		p("| store | requests/s | p50 ms | p99 ms | non-2xx |\n|---|---|---|---|---|\n")
+		for _, store := range []string{"local", "redis"} {
+			var rps, p50, p99, bad []float64
+			for _, f := range rl {
+				if !strings.HasPrefix(filepath.Base(f), store+".") {
+					continue
+				}
+				r := parseWrk(f)
+				rps, p50, p99 = append(rps, r.rps), append(p50, r.p50), append(p99, r.p99)
+				bad = append(bad, r.non2xx)
+			}
+			if len(rps) == 0 {
+				continue
+			}
+			lo, hi := minmax(rps)
+			name := map[string]string{"local": "in-process", "redis": "Redis"}[store]
+			p("| %s | %.0f [%.0f–%.0f] | %.2f | %.2f | %.0f |\n", name, median(rps), lo, hi, median(p50), median(p99), median(bad))
+		}
+		p("\n")
+	}
+
 	// --- transports (bench/transports.sh) ---
 	writeTransports(p, dir, rel)
 

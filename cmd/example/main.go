@@ -33,6 +33,11 @@
 //     (checked every -tls-reload, SPOE_TLS_RELOAD, default 10s).
 //   - -allow (SPOE_ALLOW): comma-separated networks or addresses that may
 //     connect over TCP (10.0.0.0/24,192.0.2.7); others are closed at once.
+//   - -lame-duck (SPOE_LAME_DUCK): on SIGTERM or SIGINT, fail HAProxy's
+//     health checks for this long while serving (default 16s: over "check
+//     inter 5s" times "fall 3"), so that HAProxy moves new work to other
+//     agents; 0 turns it off. -shutdown-timeout (SPOE_SHUTDOWN_TIMEOUT)
+//     then bounds the drain (default 10s).
 //   - -log-level (SPOE_LOG_LEVEL): debug, info, warn, error.
 //   - -metrics-addr (SPOE_METRICS_ADDR): serve Prometheus metrics on
 //     /metrics at this address; off when empty (the default).
@@ -77,6 +82,8 @@ type flags struct {
 	tlsCert, tlsKey, tlsCA string
 	tlsReload              time.Duration
 	allow                  string
+	lameDuck               time.Duration
+	shutdownTimeout        time.Duration
 }
 
 func parseFlags(args []string) (*flags, error) {
@@ -96,6 +103,8 @@ func parseFlags(args []string) (*flags, error) {
 		return nil
 	})
 	fs.StringVar(&f.allow, "allow", envOr("SPOE_ALLOW", ""), "comma-separated networks or addresses allowed to connect over TCP (default: any)")
+	fs.DurationVar(&f.lameDuck, "lame-duck", durationEnv("SPOE_LAME_DUCK", agent.DefaultLameDuck), "on SIGTERM, fail health checks for this long while serving, before draining (0: no lame-duck period)")
+	fs.DurationVar(&f.shutdownTimeout, "shutdown-timeout", durationEnv("SPOE_SHUTDOWN_TIMEOUT", agent.DefaultShutdownTimeout), "bound on the drain that follows the lame-duck period")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
 	}
@@ -106,6 +115,9 @@ func parseFlags(args []string) (*flags, error) {
 	f.addr = loopbackByDefault(f.addr)
 	f.metricsAddr = loopbackByDefault(f.metricsAddr)
 	f.pprofAddr = loopbackByDefault(f.pprofAddr)
+	if f.lameDuck <= 0 {
+		f.lameDuck = agent.NoLameDuck
+	}
 	if (f.tlsCert == "") != (f.tlsKey == "") {
 		return nil, errors.New("-tls-cert and -tls-key go together")
 	}
@@ -144,6 +156,8 @@ func run(f *flags, log *zap.Logger) error {
 		agent.WithLogger(log),
 		agent.WithErrorVar(agent.ScopeTransaction, "error"),
 		agent.WithObserver(m),
+		agent.WithLameDuck(f.lameDuck),
+		agent.WithShutdownTimeout(f.shutdownTimeout),
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
@@ -317,6 +331,21 @@ func newLogger(level string) (*zap.Logger, error) {
 	cfg := zap.NewProductionConfig()
 	cfg.Level = zap.NewAtomicLevelAt(lvl)
 	return cfg.Build()
+}
+
+// durationEnv returns the duration in environment variable k, or def when
+// k is unset; a value that is not a duration stops the program.
+func durationEnv(k string, def time.Duration) time.Duration {
+	v := os.Getenv(k)
+	if v == "" {
+		return def
+	}
+	d, err := time.ParseDuration(v)
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "example: %s=%q: %v\n", k, v, err)
+		os.Exit(2)
+	}
+	return d
 }
 
 func envOr(k, def string) string {

@@ -21,7 +21,7 @@ func TestConfigs(t *testing.T) { exampletest.CheckConfigs(t) }
 func TestE2E(t *testing.T) {
 	exampletest.ForEachVersion(t, func(t *testing.T, v haproxytest.Version, bin string) {
 		// One token per 100 s: nothing refills during the test.
-		a, err := newAgent(zaptest.NewLogger(t, zaptest.Level(zap.WarnLevel)),
+		a, _, err := newAgent(zaptest.NewLogger(t, zaptest.Level(zap.WarnLevel)),
 			config{Rate: 0.01, Burst: 3, MaxClients: 100, IPv6Prefix: 64})
 		require.NoError(t, err)
 		srv := spoetest.NewServer(a)

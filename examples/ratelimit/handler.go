@@ -49,10 +49,24 @@ type config struct {
 	IPv6Prefix int
 	// Now returns the current time; time.Now when nil.
 	Now func() time.Time
+
+	// Store is where requests are counted: "local" (the default) or
+	// "redis".
+	Store string
+	// RedisAddr and RedisTimeout are the Redis server and the bound on
+	// each decision (-store redis).
+	RedisAddr    string
+	RedisTimeout time.Duration
+	// FailClosed limits the requests the store cannot decide (Redis down
+	// or slow); by default they are let through.
+	FailClosed bool
+	// Workers is the agent's handler pool, and the Redis pool's size.
+	Workers int
 }
 
-// limiter is the handler of the check-rate message: a token bucket per
-// client (golang.org/x/time/rate), in bounded memory.
+// limiter is the in-process Store, the default: a token bucket per client
+// (golang.org/x/time/rate), in bounded memory. Each agent has its own, so
+// N agents behind one HAProxy backend give a client N times its limit.
 type limiter struct {
 	cfg    config
 	seed   maphash.Seed
@@ -96,38 +110,74 @@ func newLimiter(c config) (*limiter, error) {
 	return l, nil
 }
 
+// HandleMessage implements agent.Handler, with the limiter as the store.
+func (l *limiter) HandleMessage(ctx context.Context, m *agent.Message, act *agent.Actions) error {
+	h := handler{store: l, ipv6Prefix: l.cfg.IPv6Prefix}
+	return h.HandleMessage(ctx, m, act)
+}
+
+// handler is the handler of the check-rate message: it asks its store
+// about the client of each request.
+type handler struct {
+	store      Store
+	ipv6Prefix int
+	// failClosed says what a store error means: the request is limited
+	// (true) or let through (false). Either way the handler returns the
+	// error, so the agent sets txn.ratelimit.error.
+	failClosed bool
+}
+
 // HandleMessage implements agent.Handler.
-func (l *limiter) HandleMessage(_ context.Context, m *agent.Message, act *agent.Actions) error {
+func (h *handler) HandleMessage(ctx context.Context, m *agent.Message, act *agent.Actions) error {
 	ip, ok := m.IP("ip")
 	if !ok {
 		return errNoIP // the agent sets txn.ratelimit.error; HAProxy lets the request through
 	}
-	allowed, remaining, retry := l.allow(ip)
-	act.SetBool(agent.ScopeTransaction, varLimited, !allowed)
-	act.SetInt(agent.ScopeTransaction, varRemaining, int64(remaining))
-	if !allowed {
-		act.SetInt(agent.ScopeTransaction, varRetryAfter, int64(math.Ceil(retry.Seconds())))
+	d, err := h.store.Allow(ctx, clientKey(ip, h.ipv6Prefix))
+	if err != nil {
+		act.SetBool(agent.ScopeTransaction, varLimited, h.failClosed)
+		// %v, not %w: a store that timed out returns a context error,
+		// which the agent would take for a handler that missed its own
+		// deadline (error 3), dropping the policy's verdict. This is a
+		// handler error (1) whose actions stand.
+		return fmt.Errorf("rate store: %v", err)
+	}
+	act.SetBool(agent.ScopeTransaction, varLimited, !d.Allowed)
+	act.SetInt(agent.ScopeTransaction, varRemaining, int64(d.Remaining))
+	if !d.Allowed {
+		act.SetInt(agent.ScopeTransaction, varRetryAfter, int64(math.Ceil(d.RetryAfter.Seconds())))
 	}
 	return nil
 }
 
-// key returns the address clients are counted by: the address itself for
-// IPv4, its network for IPv6.
-func (l *limiter) key(ip netip.Addr) netip.Addr {
+// clientKey returns the address a client is counted by: the address itself
+// for IPv4 (an IPv4-mapped IPv6 address is the IPv4 one), its network of
+// length prefix for IPv6.
+func clientKey(ip netip.Addr, prefix int) netip.Addr {
 	ip = ip.Unmap()
 	if ip.Is4() {
 		return ip
 	}
-	p, _ := ip.WithZone("").Prefix(l.cfg.IPv6Prefix)
+	p, _ := ip.WithZone("").Prefix(prefix)
 	return p.Addr()
+}
+
+// Allow implements Store: the in-process token bucket of client.
+func (l *limiter) Allow(_ context.Context, client netip.Addr) (Decision, error) {
+	ok, remaining, retry := l.allowKey(client)
+	return Decision{Allowed: ok, Remaining: remaining, RetryAfter: retry}, nil
 }
 
 // allow takes one token from ip's bucket if it has one. It returns whether
 // it did, the whole tokens left, and how long until the next token when it
 // did not.
 func (l *limiter) allow(ip netip.Addr) (allowed bool, remaining int, retry time.Duration) {
+	return l.allowKey(clientKey(ip, l.cfg.IPv6Prefix))
+}
+
+// allowKey is allow for a client's key.
+func (l *limiter) allowKey(k netip.Addr) (allowed bool, remaining int, retry time.Duration) {
 	now := l.cfg.Now()
-	k := l.key(ip)
 	s := &l.shards[maphash.Comparable(l.seed, k)%shards]
 	s.mu.Lock()
 	defer s.mu.Unlock()

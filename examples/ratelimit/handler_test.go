@@ -178,7 +178,7 @@ func TestNewLimiter_Invalid(t *testing.T) {
 // TestAgent: served in process, concurrent NOTIFYs for one client allow
 // exactly the burst.
 func TestAgent(t *testing.T) {
-	a, err := newAgent(zap.NewNop(), config{Rate: 0.001, Burst: 20, MaxClients: 100, IPv6Prefix: 64})
+	a, _, err := newAgent(zap.NewNop(), config{Rate: 0.001, Burst: 20, MaxClients: 100, IPv6Prefix: 64})
 	require.NoError(t, err)
 	srv := spoetest.NewServer(a)
 	t.Cleanup(func() { require.NoError(t, srv.Close()) })

@@ -53,12 +53,17 @@ type Agent struct {
 	refused    limitedLog
 	stopping   context.Context // cancelled once the agent stops accepting: ends TLS handshakes
 	stopAccept context.CancelFunc
+
+	lame      atomic.Bool   // failing health checks: the lame-duck period has begun
+	lastCheck atomic.Int64  // when the last health check was answered (Unix ns), 0 if never
+	quit      chan struct{} // closed by Close: ends a lame-duck period at once
+	quitOnce  sync.Once
 }
 
 // New returns an agent configured by opts. It cannot fail: a setting that
 // cannot work is reported by Serve.
 func New(opts ...Option) *Agent {
-	a := &Agent{handlers: make(map[string]Handler)}
+	a := &Agent{handlers: make(map[string]Handler), quit: make(chan struct{})}
 	a.stopping, a.stopAccept = context.WithCancel(context.Background())
 	for _, o := range opts {
 		o(&a.cfg)
@@ -146,6 +151,7 @@ func (a *Agent) init() error {
 			IdleTimeout:  c.idleTimeout,
 			Base:         base,
 			Closing:      a.forget,
+			Healthcheck:  a.healthcheck,
 			Rescue:       func(c *conn.Conn, frame []byte) { a.disp.Rescue(c, frame) },
 			Logger:       a.log,
 			Observer:     c.observer,
@@ -304,6 +310,7 @@ func (a *Agent) close() []*conn.Conn {
 // abortAll closes every connection at once and cancels every handler's
 // context, async ones included.
 func (a *Agent) abortAll() {
+	a.quitOnce.Do(func() { close(a.quit) })
 	_ = a.init()
 	if a.baseStop != nil {
 		a.baseStop()
@@ -351,7 +358,56 @@ func (a *Agent) Workers() (running, waiting int) {
 // cancelled, and Shutdown returns ctx's error without waiting for handlers
 // that ignore their context: they finish in the background and their
 // results are dropped.
+//
+// With WithLameDuck, Shutdown first spends the lame-duck period failing
+// HAProxy's health checks while it keeps serving (see WithLameDuck); the
+// period ends early if ctx ends or Close is called, and the drain then has
+// what is left of ctx.
 func (a *Agent) Shutdown(ctx context.Context) error {
+	return a.shutdown(ctx, max(a.cfg.lameDuck, 0))
+}
+
+// healthcheck is the connections' Config.Healthcheck: it notes that
+// somebody checks the agent's health, and fails the check once the
+// lame-duck period has begun.
+func (a *Agent) healthcheck() (bool, codec.Status, string) {
+	a.lastCheck.Store(time.Now().UnixNano())
+	if a.lame.Load() {
+		return false, StatusLameDuck, "lame duck: the agent is shutting down"
+	}
+	return true, codec.StatusNormal, ""
+}
+
+// LameDuck reports whether the agent's lame-duck period has begun: it fails
+// health checks, and will drain and stop.
+func (a *Agent) LameDuck() bool { return a.lame.Load() }
+
+// lameDuck runs the lame-duck period d (none if d <= 0): health checks fail
+// while every connection is served as usual, until d has passed, ctx ends
+// or Close is called. It is skipped when no health check was answered
+// within d.
+func (a *Agent) lameDuck(ctx context.Context, d time.Duration) {
+	if d <= 0 || a.isClosed() {
+		return
+	}
+	last := a.lastCheck.Load()
+	if last == 0 || time.Since(time.Unix(0, last)) > d {
+		a.log.Info("no health check answered lately: no lame-duck period", zap.Duration("period", d))
+		return
+	}
+	a.lame.Store(true)
+	a.log.Info("lame duck: failing health checks, serving every connection", zap.Duration("period", d))
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+	case <-ctx.Done():
+	case <-a.quit:
+	}
+}
+
+func (a *Agent) shutdown(ctx context.Context, lameDuck time.Duration) error {
+	a.lameDuck(ctx, lameDuck)
 	for _, c := range a.close() {
 		c.Drain()
 	}
@@ -396,9 +452,11 @@ func (a *Agent) release() {
 	}
 }
 
-// Run serves addr (as ListenAndServe) until SIGTERM or SIGINT, then shuts
-// down gracefully within the shutdown timeout (WithShutdownTimeout). It
-// returns nil after a clean shutdown.
+// Run serves addr (as ListenAndServe) until SIGTERM or SIGINT, then spends
+// the lame-duck period (WithLameDuck; DefaultLameDuck unless set) failing
+// HAProxy's health checks while it keeps serving, and then shuts down
+// gracefully within the shutdown timeout (WithShutdownTimeout). It returns
+// nil after a clean shutdown.
 func (a *Agent) Run(addr string) error {
 	l, err := a.listen(addr)
 	if err != nil {
@@ -413,11 +471,16 @@ func (a *Agent) Run(addr string) error {
 	case err := <-served:
 		return err
 	case s := <-sig:
-		a.log.Info("signal received: draining", zap.Stringer("signal", s))
+		a.log.Info("signal received: lame duck, then drain", zap.Stringer("signal", s))
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), orDur(a.cfg.shutdownTimeout, DefaultShutdownTimeout))
+	lame := a.cfg.lameDuck
+	if lame == 0 {
+		lame = DefaultLameDuck
+	}
+	lame = max(lame, 0)
+	ctx, cancel := context.WithTimeout(context.Background(), lame+orDur(a.cfg.shutdownTimeout, DefaultShutdownTimeout))
 	defer cancel()
-	err = a.Shutdown(ctx)
+	err = a.shutdown(ctx, lame)
 	if serr := <-served; !errors.Is(serr, ErrAgentClosed) && err == nil {
 		err = serr
 	}

@@ -4,11 +4,13 @@ import (
 	"context"
 	"time"
 
+	"github.com/spoe-forge/spoe-forge/pkg/codec"
 	"github.com/spoe-forge/spoe-forge/pkg/observe"
 	"go.uber.org/zap"
 )
 
-// Option configures an Agent. Zero or negative values mean "the default".
+// Option configures an Agent. Zero or negative values mean "the default"
+// unless the option says otherwise (WithLameDuck).
 type Option func(*config)
 
 type config struct {
@@ -22,6 +24,7 @@ type config struct {
 	writeTimeout    time.Duration
 	idleTimeout     time.Duration
 	shutdownTimeout time.Duration
+	lameDuck        time.Duration
 	maxConns        int
 	errorVar        Var
 	async           bool
@@ -56,7 +59,21 @@ const (
 	DefaultWriteTimeout = 10 * time.Second
 	// DefaultShutdownTimeout bounds Run's graceful drain.
 	DefaultShutdownTimeout = 10 * time.Second
+	// DefaultLameDuck is Run's lame-duck period (WithLameDuck): a little
+	// over HAProxy's "check inter 5s" times the default "fall 3" of the
+	// shipped configurations, so that HAProxy has marked the agent DOWN
+	// before it stops listening.
+	DefaultLameDuck = 16 * time.Second
 )
+
+// StatusLameDuck is the status of the AGENT-DISCONNECT with which an agent
+// in its lame-duck period answers health checks (an agent-specific code:
+// SPOP leaves 100 and above to agents).
+const StatusLameDuck codec.Status = 100
+
+// NoLameDuck, given to WithLameDuck, turns the lame-duck period off, for Run
+// too.
+const NoLameDuck time.Duration = -1
 
 // WithLogger sets the logger; the default discards everything. The agent logs
 // one line per connection that ends in error, handler errors and panics, and
@@ -111,6 +128,25 @@ func WithIdleTimeout(d time.Duration) Option { return func(c *config) { c.idleTi
 func WithShutdownTimeout(d time.Duration) Option {
 	return func(c *config) { c.shutdownTimeout = d }
 }
+
+// WithLameDuck sets the lame-duck period that precedes the drain of Run (on
+// SIGTERM or SIGINT) and of Shutdown. During it the agent fails every
+// health check of HAProxy's "option spop-check" (it answers an
+// AGENT-DISCONNECT with StatusLameDuck instead of the AGENT-HELLO), so that
+// HAProxy marks it DOWN and sends new work to the other agents of the
+// backend, while it keeps serving every connection it has and accepting new
+// ones (HAProxy may open one before it has marked the agent DOWN). Then it
+// drains as Shutdown says.
+//
+// Make d a little longer than the "inter" times "fall" of the server's
+// check ("check inter 5s", fall 3 by default: 15 s). Run uses
+// DefaultLameDuck unless this option is given; Shutdown has no lame-duck
+// period unless this option is given. NoLameDuck (any negative d) turns it
+// off for both. The period is skipped when no health check was answered
+// within d before the shutdown began: nobody watches the agent's health.
+// It never outlasts Shutdown's context; Run gives Shutdown the lame-duck
+// period plus the shutdown timeout.
+func WithLameDuck(d time.Duration) Option { return func(c *config) { c.lameDuck = d } }
 
 // WithMaxConnections limits concurrent connections; connections past it are
 // closed at once. 0, the default, means no limit: HAProxy opens at least one

@@ -68,6 +68,12 @@ type Config struct {
 	// Closing, if set, is called once per connection when it stops
 	// exchanging frames, before it waits for its remaining handlers.
 	Closing func(*Conn)
+	// Healthcheck, if set, is called for each health-check HELLO (HAProxy's
+	// "option spop-check") before it is answered. It returns ok to answer
+	// with an AGENT-HELLO, as without it; otherwise the check is answered
+	// with an AGENT-DISCONNECT of the given status and message, which fails
+	// it on every HAProxy version (spop.md §9): the agent's lame-duck state.
+	Healthcheck func() (ok bool, status codec.Status, message string)
 	// Observer receives the connection's events; nil means none.
 	Observer observe.Observer
 	// ReadBuffers and WriteBuffers are the pools of the reader and the

@@ -105,6 +105,16 @@ func (c *Conn) handleHello(f *codec.Frame) (healthcheck bool, err error) {
 	c.sess.Capabilities = caps
 	c.sess.EngineID = string(h.EngineID)
 	c.limit = max(mfs, min(h.MaxFrameSize, c.cfg.MaxReceiveSize))
+	if h.Healthcheck && c.cfg.Healthcheck != nil {
+		if ok, st, msg := c.cfg.Healthcheck(); !ok {
+			// Failing the check on purpose: HAProxy marks the server DOWN
+			// after "fall" of these, and stops sending it new work.
+			c.out.push(codec.AppendDisconnect(nil, codec.FrameAgentDisconnect, st, msg), false, true)
+			c.cfg.Observer.Hello(true)
+			c.cfg.Observer.DisconnectSent(st)
+			return true, nil
+		}
+	}
 	var buf [64]byte
 	c.out.push(codec.AppendAgentHello(buf[:0], mfs, caps), false, true)
 	c.cfg.Observer.Hello(h.Healthcheck)
