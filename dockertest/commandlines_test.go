@@ -85,6 +85,9 @@ func TestComposeCommandLines(t *testing.T) {
 	// native rewrites a compose value for this machine: service names and
 	// "every interface" become loopback addresses.
 	native := func(v string) string {
+		if strings.HasPrefix(v, "/certs/") || strings.HasPrefix(v, "/usr/local/etc/haproxy/certs/") {
+			v = hostPath(t, v) // the certs service's volume: devCerts
+		}
 		v = strings.ReplaceAll(v, "agent:"+strconv.Itoa(agentPort), agentAddr)
 		v = strings.ReplaceAll(v, "whoami:80", backend.addr())
 		v = strings.ReplaceAll(v, "0.0.0.0:", "127.0.0.1:")
@@ -117,10 +120,10 @@ func TestComposeCommandLines(t *testing.T) {
 		names = append(names, name)
 	}
 	sort.Strings(names)
-	// The agent first: the others need it.
-	order := []string{"agent"}
+	// The certificates, then the agent: the others need them.
+	order := []string{"certs", "agent"}
 	for _, n := range names {
-		if n != "agent" {
+		if n != "agent" && n != "certs" {
 			order = append(order, n)
 		}
 	}
@@ -129,6 +132,14 @@ func TestComposeCommandLines(t *testing.T) {
 	for _, name := range order {
 		s := c.Services[name]
 		switch {
+		case s.Build != nil && s.Build.Target == "certs":
+			t.Run(name, func(t *testing.T) {
+				// devCerts runs docker/gen-dev-certs.sh as this service
+				// does, into the folder native() maps /certs to.
+				require.Equal(t, "/certs", s.Environment["CERTS_DIR"])
+				require.Equal(t, []string{"certs:/certs"}, s.Volumes)
+				require.FileExists(t, filepath.Join(devCerts(t), "ca.crt"))
+			})
 		case s.Build != nil && s.Build.Target == "agent":
 			t.Run(name, func(t *testing.T) {
 				require.Empty(t, s.Command, "the agent runs its ENTRYPOINT with its environment")
@@ -136,7 +147,7 @@ func TestComposeCommandLines(t *testing.T) {
 				cmd.Env = envOf(s)
 				agentProc = startCmd(parent, cmd)
 				waitListening(t, agentProc, agentAddr)
-				hc := s.Healthcheck.Test[1:] // after "CMD"
+				hc := nativeArgs(native, s.Healthcheck.Test[1:]) // after "CMD"
 				require.Equal(t, "spoe-forge", hc[0])
 				code, out := runStatus(t, 10*time.Second, cleanEnv(), "", bins[hc[0]], hc[1:]...)
 				require.Equal(t, 0, code, "the healthcheck command fails against the agent: %s", out)
@@ -210,7 +221,7 @@ func TestComposeCommandLines(t *testing.T) {
 		require.NoError(t, err)
 		// Docker's own healthcheck checks it every few seconds (the
 		// HAProxy processes above have stopped).
-		hc := c.Services["agent"].Healthcheck.Test[1:]
+		hc := nativeArgs(native, c.Services["agent"].Healthcheck.Test[1:])
 		code, out := runStatus(t, 10*time.Second, cleanEnv(), "", bins[hc[0]], hc[1:]...)
 		require.Equal(t, 0, code, out)
 		start := time.Now()
@@ -224,6 +235,15 @@ func TestComposeCommandLines(t *testing.T) {
 		require.Contains(t, agentProc.out.String(), "lame duck: failing health checks", "the agent was checked: SIGTERM starts the lame-duck period")
 		t.Logf("the agent stopped %v after SIGTERM (lame duck %s, grace %v)", time.Since(start).Round(time.Millisecond), vars["SPOE_LAME_DUCK"], grace)
 	})
+}
+
+// nativeArgs applies native to every argument.
+func nativeArgs(native func(string) string, args []string) []string {
+	out := make([]string, len(args))
+	for i, a := range args {
+		out[i] = native(a)
+	}
+	return out
 }
 
 // waitListening waits until addr accepts connections.

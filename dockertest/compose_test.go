@@ -201,7 +201,8 @@ func TestCompose(t *testing.T) {
 			require.True(t, strings.HasPrefix(agent.Environment[k], "/certs/"), "%s must be a file of the certs volume", k)
 		}
 		require.NotContains(t, agent.Ports, "12345", "the agent's port is not published")
-		require.Empty(t, agent.Ports)
+		// Only its metrics port is, on an ephemeral host port per replica
+		// (checked below).
 		example := readFile(t, filepath.Join(repoRoot(t), "cmd", "example", "main.go"))
 		for k := range agent.Environment {
 			require.Contains(t, example, `"`+k+`"`, "cmd/example does not read %s", k)

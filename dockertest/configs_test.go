@@ -159,7 +159,7 @@ func TestConfigEnvironment(t *testing.T) {
 			// The optional variables are read only inside ".if defined(NAME)",
 			// and documented.
 			for _, k := range optionalEnv {
-				outside := regexp.MustCompile(`(?s)\n\.if defined\(`+k+`\)\n.*?\n\.(else|endif)\n`).ReplaceAllString(cfg, "\n")
+				outside := regexp.MustCompile(`(?s)\n\.(if|elif) defined\(`+k+`\)\n.*?\n\.(elif|else|endif)`).ReplaceAllString(cfg, "\n.")
 				require.NotContains(t, outside, "${"+k, "%s must be optional", k)
 				require.Contains(t, cfg, "${"+k)
 				require.Regexp(t, `(?m)^#\s+`+k+`\s`, cfg, "the header of %s must document %s", name, k)

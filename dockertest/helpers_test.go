@@ -35,11 +35,11 @@ const (
 
 // The environment variables the HAProxy configurations of docker/ read.
 var configEnv = []string{"FRONTEND_BIND", "BACKEND_ADDR", "AGENT_ADDR", "AGENT_CHECK_INTER", "SPOE_CONF", "TRUSTED_PROXIES",
-	"AGENT_CA", "AGENT_CLIENT_CERT", "AGENT_SERVER_NAME"}
+	"AGENT_CA", "AGENT_CLIENT_CERT", "AGENT_SERVER_NAME", "AGENT_SOCKET"}
 
 // optionalEnv are the variables read only inside ".if defined(NAME)": they
 // have no presetenv default.
-var optionalEnv = []string{"TRUSTED_PROXIES", "AGENT_CA"}
+var optionalEnv = []string{"TRUSTED_PROXIES", "AGENT_CA", "AGENT_SOCKET"}
 
 var tmpRoot string // removed by TestMain; holds the built binaries
 

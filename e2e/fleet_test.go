@@ -219,7 +219,10 @@ func messages(a *fleetAgent) (int, error) {
 // none: HAProxy sends a DOWN agent no new work, so nothing crosses its
 // AGENT-DISCONNECT. The legacy engine of 2.6/3.0 keeps sending NOTIFYs on
 // the connections it has to a DOWN agent, and one that crosses the agent's
-// AGENT-DISCONNECT (status 0) fails with set-on-error 256 (spop.md §7.3).
+// AGENT-DISCONNECT (status 0) fails with set-on-error 256 (spop.md §7.3),
+// or waits for HAProxy's timeout processing and fails with 1 (seen on 2.6
+// and 3.0 when capturing: testdata/vectors/README.md, the row "NOTIFY
+// crossing an agent-initiated AGENT-DISCONNECT").
 // HAProxy has at most max-waiting-frames (20) NOTIFYs unanswered on a
 // connection, so at most 20 per connection drained can cross. It returns
 // how many failures crossed a DISCONNECT.
@@ -230,7 +233,8 @@ func crossed(t *testing.T, v haproxytest.Version, bad []fleettest.Outcome, drain
 		return 0
 	}
 	for _, o := range bad {
-		require.Equal(t, "arg=ABSENT err=256", o.Why, "%s failed, and not by crossing an AGENT-DISCONNECT 0:\n%s", o.ID, summary(bad))
+		require.Contains(t, []string{"arg=ABSENT err=256", "arg=ABSENT err=1"}, o.Why,
+			"%s failed, and not by crossing an AGENT-DISCONNECT 0:\n%s", o.ID, summary(bad))
 	}
 	require.LessOrEqual(t, len(bad), 20*drained, "more failures than NOTIFYs that can cross the DISCONNECTs of %d connections", drained)
 	return len(bad)
