@@ -147,13 +147,11 @@ func (c *Ctx) Expired() bool { return Now() >= c.due }
 // the caller's verdict ("late") and what c reports forever after agree. It
 // is safe to call more than once.
 //
-// A managed context reads no clock here: its owner ends it at the
-// deadline (Expire), so a call that returns after the deadline and before
-// the owner's timer has fired counts as in time. The dispatcher's deadline
-// watch runs within the Go timer's precision of the deadline.
+// It reads the clock, managed or not: the owner's timer may fire late, and
+// a call that returns after its deadline must count as late however soon.
 func (c *Ctx) Finish() (late bool) {
 	st := stCanceled
-	if !c.managed && c.Expired() {
+	if c.Expired() {
 		st = stDeadline
 	}
 	c.latch(st)
