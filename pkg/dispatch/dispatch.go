@@ -373,6 +373,32 @@ func (r *ring) pop() *task {
 // taskList is the intrusive doubly linked watch list.
 type taskList struct{ head, tail *task }
 
+// insert links t in deadline order. Tasks come in about that order (a
+// deadline is its batch's read time plus the timeout), so the search from
+// the tail stops at once, but not always: a reader that blocked for an
+// in-flight slot after reading its clock queues tasks with deadlines
+// earlier than others already linked.
+func (l *taskList) insert(t *task) {
+	after := l.tail
+	for after != nil && after.due > t.due {
+		after = after.prev
+	}
+	if after == l.tail {
+		l.pushBack(t)
+		return
+	}
+	t.linked = true
+	t.prev = after
+	if after != nil {
+		t.next = after.next
+		after.next = t
+	} else {
+		t.next = l.head
+		l.head = t
+	}
+	t.next.prev = t
+}
+
 func (l *taskList) pushBack(t *task) {
 	t.prev, t.next, t.linked = l.tail, nil, true
 	if l.tail != nil {

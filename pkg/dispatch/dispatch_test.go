@@ -413,3 +413,26 @@ func TestManagedContextsEnd(t *testing.T) {
 		})
 	}
 }
+
+// TestWatchListOrder: the deadline watch list stays in deadline order when
+// tasks are linked out of order (a reader that blocked for a slot after
+// reading its clock).
+func TestWatchListOrder(t *testing.T) {
+	var l taskList
+	for _, due := range []int64{10, 20, 30, 15, 5, 30, 25, 40} {
+		l.insert(&task{due: due})
+	}
+	var got []int64
+	for x := l.head; x != nil; x = x.next {
+		got = append(got, x.due)
+		if x.next != nil {
+			require.Same(t, x, x.next.prev)
+		}
+	}
+	assert.Equal(t, []int64{5, 10, 15, 20, 25, 30, 30, 40}, got)
+	assert.Equal(t, int64(40), l.tail.due)
+	l.remove(l.head)
+	l.remove(l.tail)
+	assert.Equal(t, int64(10), l.head.due)
+	assert.Equal(t, int64(30), l.tail.due)
+}

@@ -268,12 +268,14 @@ func (d *Dispatcher) flush(s *session) {
 	if d.closed {
 		closed = s.pending
 	} else {
+		first := s.pending[0].due
 		for _, t := range s.pending {
 			d.runq.push(t)
-			d.live.pushBack(t)
+			d.live.insert(t)
+			first = min(first, t.due)
 		}
-		if d.watchAt == 0 {
-			d.armLocked(s.pending[0].due)
+		if d.watchAt == 0 || first < d.watchAt {
+			d.armLocked(first)
 		}
 	}
 	d.refillLocked(s)
