@@ -109,7 +109,8 @@ log "building cmd/bench and the agents into $work"
 go build -o "$work/bench" ./cmd/bench
 # -mod=mod: the main module (replaced in) may have gained requirements since.
 (cd bench/peers && go build -mod=mod -o "$work/" ./spoeforge ./negasus ./criteo ./dropmorepackets)
-go build -o "$work/report" ./bench/report
+# bench is a module of its own (the report draws charts with gonum/plot).
+(cd bench && go build -o "$work/report" ./report)
 
 # --- environment ---------------------------------------------------------
 {

@@ -2,7 +2,10 @@
 // bench/results) into bench/RESULTS.md. RESULTS.md is generated, never
 // edited by hand.
 //
-//	go run ./bench/report -dir bench/results/2026-01-02 -out bench/RESULTS.md
+//	cd bench && go run ./report -dir results/2026-01-02 -out RESULTS.md
+//
+// It is a module of its own (github.com/spoe-forge/spoe-forge/bench), so
+// that the library never depends on what the report uses.
 package main
 
 import (

@@ -1,0 +1,3 @@
+module github.com/spoe-forge/spoe-forge/bench
+
+go 1.24.0
