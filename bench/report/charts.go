@@ -72,12 +72,12 @@ type series struct {
 // grouped is a grouped bar chart: groups along x, in each one bar per
 // series.
 type grouped struct {
-	title, yLabel string
-	groups        []string
-	series        []series
-	log           bool                 // log scale on y
-	tick          func(float64) string // y tick labels
-	label         func(float64) string // the value written on each bar
+	xLabel, yLabel string // axis titles (the chart's title is saveSVG's)
+	groups         []string
+	series         []series
+	log            bool                 // log scale on y
+	tick           func(float64) string // y tick labels
+	label          func(float64) string // the value written on each bar
 }
 
 // collect returns the series of the agents with at least one value > 0.
@@ -148,7 +148,7 @@ func drawCharts(dir string, d chartData) ([]chartLink, error) {
 			continue
 		}
 		latency = append(latency, grouped{
-			title:  shapeTitle(scen),
+			xLabel: shapeTitle(scen),
 			yLabel: "latency (log scale; lower is better)",
 			groups: pcts, series: s, log: true, tick: micros, label: micros,
 		})
@@ -241,11 +241,12 @@ func (g grouped) newPlot() *plot.Plot {
 		sty.Font = sans
 		sty.Font.Size = size
 	}
-	p.Title.Text = g.title
+	p.X.Label.Text = g.xLabel
 	p.Y.Label.Text = g.yLabel
 	p.Y.Tick.Label.Font.Size = 9
 	p.X.Tick.Label.Font.Size = 10
 	p.Y.Label.TextStyle.Font.Size = 10
+	p.X.Label.TextStyle.Font.Size = 11
 
 	lo, hi := math.Inf(1), 0.0
 	for i, s := range g.series {
