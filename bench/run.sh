@@ -48,6 +48,15 @@ REPS=${BENCH_REPS:-3}
 RATE=${BENCH_RATE:-10000}
 # inline is the floor: the reference the report divides by, not a competitor.
 read -r -a AGENTS <<<"${BENCH_AGENTS:-spoeforge inline negasus criteo dropmorepackets}"
+for a in "${AGENTS[@]}"; do
+	case $a in
+	spoeforge | inline | negasus | criteo | dropmorepackets) ;;
+	*)
+		echo "BENCH_AGENTS: no agent $a (there are: spoeforge inline negasus criteo dropmorepackets)" >&2
+		exit 1
+		;;
+	esac
+done
 AGENT_PORT=${BENCH_AGENT_PORT:-23451}
 FE_PORT=${BENCH_FE_PORT:-23480}
 LOAD_CPU=0
@@ -121,6 +130,32 @@ if [[ "${BENCH_SKIP_E2E:-0}" != 1 ]]; then
 	done
 fi
 
+# The direct scenarios (part 1), checked before anything runs.
+# name conns pipeline profile rate
+all_scenarios=(
+	"1x1 1 1 check-request 0"
+	"64x1 64 1 check-request 0"
+	"4x16 4 16 check-request 0"
+	"16x64 16 64 check-request 0"
+	"16x64-body4k 16 64 body4k 0"
+	"open-4x16 4 16 check-request $RATE"
+)
+read -r -a wanted <<<"${BENCH_SCENARIOS:-1x1 64x1 4x16 16x64 16x64-body4k open-4x16}"
+scenarios=()
+for w in "${wanted[@]}"; do
+	found=0
+	for s in "${all_scenarios[@]}"; do
+		if [[ "${s%% *}" == "$w" ]]; then
+			scenarios+=("$s")
+			found=1
+		fi
+	done
+	if [[ $found == 0 ]]; then
+		log "BENCH_SCENARIOS: no scenario $w (there are: 1x1 64x1 4x16 16x64 16x64-body4k open-4x16)"
+		exit 1
+	fi
+done
+
 log "building cmd/bench and the agents into $work"
 go build -o "$work/bench" ./cmd/bench
 # -mod=mod: the main module (replaced in) may have gained requirements since.
@@ -143,6 +178,9 @@ go build -o "$work/bench" ./cmd/bench
 	(cd bench/peers && go list -m -f '{{.Path}} {{.Version}}' github.com/negasus/haproxy-spoe-go github.com/criteo/haproxy-spoe-go github.com/dropmorepackets/haproxy-go) |
 		sed 's/^/library: /'
 	echo "library: github.com/spoe-forge/spoe-forge (this tree, via replace)"
+	echo "floor: bench/peers/inline (one goroutine per connection, handler inline; pkg/codec of this tree)"
+	echo "agents: ${AGENTS[*]}"
+	echo "scenarios: ${wanted[*]}"
 	echo "duration: $DURATION"
 	echo "warmup: $WARMUP"
 	echo "reps: $REPS"
@@ -185,30 +223,6 @@ hwm_of() { awk '/^VmHWM:/ { print $2 }' "/proc/$1/status"; }
 io_of() { awk '/^syscr:/ { r = $2 } /^syscw:/ { w = $2 } END { print r, w }' "/proc/$1/io"; }
 
 # --- 1. direct -----------------------------------------------------------
-# name conns pipeline profile rate
-all_scenarios=(
-	"1x1 1 1 check-request 0"
-	"64x1 64 1 check-request 0"
-	"4x16 4 16 check-request 0"
-	"16x64 16 64 check-request 0"
-	"16x64-body4k 16 64 body4k 0"
-	"open-4x16 4 16 check-request $RATE"
-)
-read -r -a wanted <<<"${BENCH_SCENARIOS:-1x1 64x1 4x16 16x64 16x64-body4k open-4x16}"
-scenarios=()
-for w in "${wanted[@]}"; do
-	found=0
-	for s in "${all_scenarios[@]}"; do
-		if [[ "${s%% *}" == "$w" ]]; then
-			scenarios+=("$s")
-			found=1
-		fi
-	done
-	if [[ $found == 0 ]]; then
-		log "BENCH_SCENARIOS: no scenario $w (there are: 1x1 64x1 4x16 16x64 16x64-body4k open-4x16)"
-		exit 1
-	fi
-done
 for s in "${scenarios[@]}"; do
 	read -r name conns pipeline profile rate <<<"$s"
 	for rep in $(seq "$REPS"); do
@@ -371,6 +385,7 @@ fi
 # --- report --------------------------------------------------------------
 find "$out" -name '*.err' -empty -delete
 # bench/report is the module in bench/: go -C bench, paths relative to it.
-record go -C bench run ./report -dir "$(realpath -m --relative-to=bench "$out")" -out "$(realpath -m --relative-to=bench "$report_out")"
+from_bench() { if [[ $1 == /* ]]; then echo "$1"; else realpath -m --relative-to=bench "$1"; fi; }
+record go -C bench run ./report -dir "$(from_bench "$out")" -out "$(from_bench "$report_out")"
 "$work/report" -dir "$out" -out "$report_out"
 log "wrote $report_out, its charts in $(dirname "$report_out")/charts, and $out"

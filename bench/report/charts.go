@@ -261,13 +261,25 @@ func (g grouped) newPlot() *plot.Plot {
 	p.X.Min, p.X.Max = -0.5, float64(len(g.groups))-0.5
 	if g.log {
 		p.Y.Scale = plot.LogScale{}
-		p.Y.Min = math.Pow(10, math.Floor(math.Log10(lo)))
+		// Below the lowest bar, so that it shows.
+		p.Y.Min = niceFloor(lo / 2)
 		// Room above the highest bar for its label.
 		p.Y.Max = hi * 4
 	} else {
 		p.Y.Min, p.Y.Max = 0, hi*1.3
 	}
 	p.Y.Tick.Marker = ticker{log: g.log, format: g.tick}
+	return p
+}
+
+// niceFloor is the largest 1, 2 or 5 times a power of ten at most x > 0.
+func niceFloor(x float64) float64 {
+	p := math.Pow(10, math.Floor(math.Log10(x)))
+	for _, m := range []float64{5, 2} {
+		if m*p <= x {
+			return m * p
+		}
+	}
 	return p
 }
 

@@ -359,6 +359,14 @@ func TestLabels(t *testing.T) {
 
 // TestLogTicks: every power of ten and its 2 and 5 multiples labelled,
 // nothing outside the range.
+func TestNiceFloor(t *testing.T) {
+	for _, tc := range []struct{ x, want float64 }{
+		{52.5, 50}, {545, 500}, {8317, 5000}, {19.9, 10}, {20, 20}, {1, 1}, {0.3, 0.2},
+	} {
+		assert.InDelta(t, tc.want, niceFloor(tc.x), 1e-9, "niceFloor(%v)", tc.x)
+	}
+}
+
 func TestLogTicks(t *testing.T) {
 	var labels []string
 	for _, tk := range (ticker{log: true, format: si}).Ticks(10000, 3e6) {
