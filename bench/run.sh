@@ -1,13 +1,17 @@
 #!/usr/bin/env bash
-# bench/run.sh — spoe-forge against other Go SPOE libraries.
+# bench/run.sh — spoe-forge against the floor (a naive inline agent) and
+# against other Go SPOE libraries.
 #
 # 1. Direct: cmd/bench plays HAProxy against each benchmark agent of
-#    bench/peers (spoeforge, negasus, criteo, dropmorepackets), interleaved
-#    (A B C D A B C D …), REPS times per scenario: 1x1, 4x16 and 16x64
-#    (conns x pipeline) closed loop, 16x64 with a 4 KiB body, and an open
-#    loop at RATE NOTIFY/s. Each agent is restarted per run and pinned to
-#    CPU 1, the load to CPU 0. cmd/bench reads the agent's CPU time and peak
-#    RSS from /proc over the measured window.
+#    bench/peers: spoeforge; inline, the floor (one goroutine per connection,
+#    handler inline, no stages: the reference the report divides by, not a
+#    competitor); negasus, criteo and dropmorepackets. Interleaved
+#    (A B C D E A B C D E …), REPS times per scenario: 1x1, 64x1 (the shape
+#    HAProxy 2.6 really sends), 4x16 and 16x64 (conns x pipeline) closed
+#    loop, 16x64 with a 4 KiB body, and an open loop at RATE NOTIFY/s. Each
+#    agent is restarted per run and pinned to CPU 1, the load to CPU 0.
+#    cmd/bench reads the agent's CPU time and peak RSS from /proc over the
+#    measured window.
 # 2. End to end: the same agents behind real HAProxy 2.6, 3.2 and 3.4 (one
 #    thread, CPU 0) driven by wrk (CPU 0) against a frontend that answers
 #    from the agent's variables, plus HAProxy without SPOE as the ceiling.
@@ -20,31 +24,52 @@
 #    handler that leaves its context alone and one that derives it.
 #
 # Raw results go to bench/results/<date>/ and bench/RESULTS.md is generated
-# from them (bench/report). Knobs (environment): BENCH_DURATION (5s),
-# BENCH_WARMUP (1s), BENCH_REPS (3), BENCH_RATE (10000), BENCH_SKIP_E2E=1,
+# from them (bench/report, a module of its own), with its charts in
+# bench/charts/. Knobs (environment): BENCH_DURATION (5s), BENCH_WARMUP (1s),
+# BENCH_REPS (3), BENCH_RATE (10000), BENCH_AGENTS ("spoeforge inline
+# negasus criteo dropmorepackets"), BENCH_SCENARIOS ("1x1 64x1 4x16 16x64
+# 16x64-body4k open-4x16": the direct scenarios to run), BENCH_SKIP_E2E=1,
 # BENCH_E2E_VERSIONS ("2.6 3.2 3.4": the HAProxy branches of part 2),
-# BENCH_SKIP_TRANSPORTS=1.
+# BENCH_SKIP_TRANSPORTS=1, BENCH_SKIP_PROFILE=1 (part 4), BENCH_RESULTS_DIR
+# (bench/results/<date>) and BENCH_REPORT_OUT (bench/RESULTS.md; the charts
+# go to charts/ beside it). A quick look at the tooling, not a measurement,
+# written away from the committed results:
 #
 #	bash bench/run.sh
+#	BENCH_DURATION=1s BENCH_WARMUP=0s BENCH_REPS=1 BENCH_SCENARIOS="1x1 64x1" \
+#	  BENCH_E2E_VERSIONS=3.2 BENCH_SKIP_TRANSPORTS=1 BENCH_SKIP_PROFILE=1 \
+#	  BENCH_RESULTS_DIR=/tmp/smoke/results BENCH_REPORT_OUT=/tmp/smoke/RESULTS.md \
+#	  bash bench/run.sh
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
-root=$(pwd)
 
 DURATION=${BENCH_DURATION:-5s}
 WARMUP=${BENCH_WARMUP:-1s}
 REPS=${BENCH_REPS:-3}
 RATE=${BENCH_RATE:-10000}
-AGENTS=(spoeforge negasus criteo dropmorepackets)
+# inline is the floor: the reference the report divides by, not a competitor.
+read -r -a AGENTS <<<"${BENCH_AGENTS:-spoeforge inline negasus criteo dropmorepackets}"
+for a in "${AGENTS[@]}"; do
+	case $a in
+	spoeforge | inline | negasus | criteo | dropmorepackets) ;;
+	*)
+		echo "BENCH_AGENTS: no agent $a (there are: spoeforge inline negasus criteo dropmorepackets)" >&2
+		exit 1
+		;;
+	esac
+done
 AGENT_PORT=${BENCH_AGENT_PORT:-23451}
 FE_PORT=${BENCH_FE_PORT:-23480}
 LOAD_CPU=0
 AGENT_CPU=1
 
 date_tag=$(date -u +%Y-%m-%d)
-out="bench/results/$date_tag"
+out=${BENCH_RESULTS_DIR:-bench/results/$date_tag}
+report_out=${BENCH_REPORT_OUT:-bench/RESULTS.md}
 rm -rf "$out"
 mkdir -p "$out/direct" "$out/e2e"
+abs_out=$(cd "$out" && pwd)
 work=$(mktemp -d)
 agent_pid=""
 haproxy_pid=""
@@ -107,11 +132,38 @@ if [[ "${BENCH_SKIP_E2E:-0}" != 1 ]]; then
 	done
 fi
 
+# The direct scenarios (part 1), checked before anything runs.
+# name conns pipeline profile rate
+all_scenarios=(
+	"1x1 1 1 check-request 0"
+	"64x1 64 1 check-request 0"
+	"4x16 4 16 check-request 0"
+	"16x64 16 64 check-request 0"
+	"16x64-body4k 16 64 body4k 0"
+	"open-4x16 4 16 check-request $RATE"
+)
+read -r -a wanted <<<"${BENCH_SCENARIOS:-1x1 64x1 4x16 16x64 16x64-body4k open-4x16}"
+scenarios=()
+for w in "${wanted[@]}"; do
+	found=0
+	for s in "${all_scenarios[@]}"; do
+		if [[ "${s%% *}" == "$w" ]]; then
+			scenarios+=("$s")
+			found=1
+		fi
+	done
+	if [[ $found == 0 ]]; then
+		log "BENCH_SCENARIOS: no scenario $w (there are: 1x1 64x1 4x16 16x64 16x64-body4k open-4x16)"
+		exit 1
+	fi
+done
+
 log "building cmd/bench and the agents into $work"
 go build -o "$work/bench" ./cmd/bench
 # -mod=mod: the main module (replaced in) may have gained requirements since.
-(cd bench/peers && go build -mod=mod -o "$work/" ./spoeforge ./negasus ./criteo ./dropmorepackets)
-go build -o "$work/report" ./bench/report
+(cd bench/peers && go build -mod=mod -o "$work/" ./spoeforge ./inline ./negasus ./criteo ./dropmorepackets)
+# bench is a module of its own (the report draws charts with gonum/plot).
+(cd bench && go build -o "$work/report" ./report)
 
 # --- environment ---------------------------------------------------------
 {
@@ -128,6 +180,9 @@ go build -o "$work/report" ./bench/report
 	(cd bench/peers && go list -m -f '{{.Path}} {{.Version}}' github.com/negasus/haproxy-spoe-go github.com/criteo/haproxy-spoe-go github.com/dropmorepackets/haproxy-go) |
 		sed 's/^/library: /'
 	echo "library: github.com/spoe-forge/spoe-forge (this tree, via replace)"
+	echo "floor: bench/peers/inline (one goroutine per connection, handler inline; pkg/codec of this tree)"
+	echo "agents: ${AGENTS[*]}"
+	echo "scenarios: ${wanted[*]}"
 	echo "duration: $DURATION"
 	echo "warmup: $WARMUP"
 	echo "reps: $REPS"
@@ -170,14 +225,6 @@ hwm_of() { awk '/^VmHWM:/ { print $2 }' "/proc/$1/status"; }
 io_of() { awk '/^syscr:/ { r = $2 } /^syscw:/ { w = $2 } END { print r, w }' "/proc/$1/io"; }
 
 # --- 1. direct -----------------------------------------------------------
-# name conns pipeline profile rate
-scenarios=(
-	"1x1 1 1 check-request 0"
-	"4x16 4 16 check-request 0"
-	"16x64 16 64 check-request 0"
-	"16x64-body4k 16 64 body4k 0"
-	"open-4x16 4 16 check-request $RATE"
-)
 for s in "${scenarios[@]}"; do
 	read -r name conns pipeline profile rate <<<"$s"
 	for rep in $(seq "$REPS"); do
@@ -213,7 +260,7 @@ frontend fe
 CFG
 	if [[ $spoe == 1 ]]; then
 		cat <<CFG
-    filter spoe engine bench config $root/$out/e2e/spoe.conf
+    filter spoe engine bench config $abs_out/e2e/spoe.conf
     http-request return status 200 content-type text/plain lf-string "score=%[var(txn.bench.score)] ok=%[var(txn.bench.ok)]" if { var(txn.bench.score) -m found } { var(txn.bench.ok) -m bool }
     http-request return status 500 content-type text/plain lf-string "spoe error=%[var(txn.bench.error)]"
 backend be_spoa
@@ -367,46 +414,50 @@ if [[ "${BENCH_SKIP_TRANSPORTS:-0}" != 1 ]]; then
 fi
 
 # --- 3. profile and allocations ------------------------------------------
-log "CPU profile of spoeforge at 16x64"
-start_agent spoeforge -cpuprofile "$out/spoeforge-16x64.pprof"
-prof_args=(-addr "127.0.0.1:$AGENT_PORT" -conns 16 -pipeline 64 -duration 10s -warmup "$WARMUP" -expect-var score,ok -json -q)
-record taskset -c "$LOAD_CPU" bench "${prof_args[@]}"
-note "against: taskset -c $AGENT_CPU spoeforge -addr 127.0.0.1:$AGENT_PORT -cpuprofile spoeforge-16x64.pprof"
-taskset -c "$LOAD_CPU" "$work/bench" "${prof_args[@]}" -agent-pid "$agent_pid" >"$out/profile-run.json" 2>/dev/null || true
-stop_agent
-record go tool pprof -top -nodecount=40 spoeforge spoeforge-16x64.pprof
-go tool pprof -top -nodecount=40 "$work/spoeforge" "$out/spoeforge-16x64.pprof" >"$out/profile-top.txt" 2>/dev/null
-go tool pprof -top -cum -nodecount=40 "$work/spoeforge" "$out/spoeforge-16x64.pprof" >"$out/profile-top-cum.txt" 2>/dev/null
+if [[ "${BENCH_SKIP_PROFILE:-0}" != 1 ]]; then
+	log "CPU profile of spoeforge at 16x64"
+	start_agent spoeforge -cpuprofile "$out/spoeforge-16x64.pprof"
+	prof_args=(-addr "127.0.0.1:$AGENT_PORT" -conns 16 -pipeline 64 -duration 10s -warmup "$WARMUP" -expect-var score,ok -json -q)
+	record taskset -c "$LOAD_CPU" bench "${prof_args[@]}"
+	note "against: taskset -c $AGENT_CPU spoeforge -addr 127.0.0.1:$AGENT_PORT -cpuprofile spoeforge-16x64.pprof"
+	taskset -c "$LOAD_CPU" "$work/bench" "${prof_args[@]}" -agent-pid "$agent_pid" >"$out/profile-run.json" 2>/dev/null || true
+	stop_agent
+	record go tool pprof -top -nodecount=40 spoeforge spoeforge-16x64.pprof
+	go tool pprof -top -nodecount=40 "$work/spoeforge" "$out/spoeforge-16x64.pprof" >"$out/profile-top.txt" 2>/dev/null
+	go tool pprof -top -cum -nodecount=40 "$work/spoeforge" "$out/spoeforge-16x64.pprof" >"$out/profile-top-cum.txt" 2>/dev/null
 
-# Where the time goes, by (overlapping) groups of functions: the samples
-# whose stack contains a match of each regexp.
-breakdown() { # LABEL REGEXP
-	local line
-	line=$(go tool pprof -top -nodecount=100000 -focus="$2" "$work/spoeforge" "$out/spoeforge-16x64.pprof" 2>/dev/null |
-		grep -m1 'Showing nodes accounting for' || true)
-	printf '%s\t%s\t%s\n' "$1" "$2" "${line#*accounting for }" >>"$out/profile-breakdown.txt"
-}
-: >"$out/profile-breakdown.txt"
-breakdown "conn writer: write(2) of ACK batches" 'syscall\.write$'
-breakdown "conn reader: read(2) of NOTIFYs" 'syscall\.read$'
-breakdown "NOTIFY decode (codec.Notify.Decode, in dispatch.submit)" 'codec\.\(\*Notify\)\.Decode$'
-breakdown "handler body (2 args read, 2 vars set)" '^main\.main\.func1$'
-breakdown "clock reads: time.Now (per-NOTIFY deadline)" '^time\.Now$'
-breakdown "ants: Invoke (hand-off to a worker)" 'ants/v2\.\(\*PoolWithFuncGeneric.*\)\.Invoke$'
-breakdown "goroutine hand-offs: select, chan send/recv, park, ready" '^runtime\.(selectgo|chansend1|chanrecv1|chanrecv2|gopark|goready)$'
-breakdown "scheduler: schedule/findRunnable (idle and stealing)" '^runtime\.(schedule|findRunnable)$'
-breakdown "GC and allocation" '^runtime\.(gcBgMarkWorker|mallocgc)$'
+	# Where the time goes, by (overlapping) groups of functions: the samples
+	# whose stack contains a match of each regexp.
+	breakdown() { # LABEL REGEXP
+		local line
+		line=$(go tool pprof -top -nodecount=100000 -focus="$2" "$work/spoeforge" "$out/spoeforge-16x64.pprof" 2>/dev/null |
+			grep -m1 'Showing nodes accounting for' || true)
+		printf '%s\t%s\t%s\n' "$1" "$2" "${line#*accounting for }" >>"$out/profile-breakdown.txt"
+	}
+	: >"$out/profile-breakdown.txt"
+	breakdown "conn writer: write(2) of ACK batches" 'syscall\.write$'
+	breakdown "conn reader: read(2) of NOTIFYs" 'syscall\.read$'
+	breakdown "NOTIFY decode (codec.Notify.Decode, in dispatch.submit)" 'codec\.\(\*Notify\)\.Decode$'
+	breakdown "handler body (2 args read, 2 vars set)" '^main\.main\.func1$'
+	breakdown "clock reads: time.Now (per-NOTIFY deadline)" '^time\.Now$'
+	breakdown "ants: Invoke (hand-off to a worker)" 'ants/v2\.\(\*PoolWithFuncGeneric.*\)\.Invoke$'
+	breakdown "goroutine hand-offs: select, chan send/recv, park, ready" '^runtime\.(selectgo|chansend1|chanrecv1|chanrecv2|gopark|goready)$'
+	breakdown "scheduler: schedule/findRunnable (idle and stealing)" '^runtime\.(schedule|findRunnable)$'
+	breakdown "GC and allocation" '^runtime\.(gcBgMarkWorker|mallocgc)$'
 
-log "whole-stack allocation test"
-record go test -run '^TestAllocsPerNotify$' -count=1 -v ./pkg/agent/
-go test -run '^TestAllocsPerNotify$' -count=1 -v ./pkg/agent/ >"$out/allocs.txt" 2>&1 || true
+	log "whole-stack allocation test"
+	record go test -run '^TestAllocsPerNotify$' -count=1 -v ./pkg/agent/
+	go test -run '^TestAllocsPerNotify$' -count=1 -v ./pkg/agent/ >"$out/allocs.txt" 2>&1 || true
 
-log "handler context cost: BenchmarkPipelined, plain and deriving handlers"
-record go test -run '^$' -bench BenchmarkPipelined -benchmem -benchtime 2s -count 3 ./pkg/agent/
-go test -run '^$' -bench BenchmarkPipelined -benchmem -benchtime 2s -count 3 ./pkg/agent/ >"$out/ctxcost.txt" 2>&1 || true
+	log "handler context cost: BenchmarkPipelined, plain and deriving handlers"
+	record go test -run '^$' -bench BenchmarkPipelined -benchmem -benchtime 2s -count 3 ./pkg/agent/
+	go test -run '^$' -bench BenchmarkPipelined -benchmem -benchtime 2s -count 3 ./pkg/agent/ >"$out/ctxcost.txt" 2>&1 || true
+fi
 
 # --- report --------------------------------------------------------------
 find "$out" -name '*.err' -empty -delete
-record go run ./bench/report -dir "$out" -out bench/RESULTS.md
-"$work/report" -dir "$out" -out bench/RESULTS.md
-log "wrote bench/RESULTS.md and $out"
+# bench/report is the module in bench/: go -C bench, paths relative to it.
+from_bench() { if [[ $1 == /* ]]; then echo "$1"; else realpath -m --relative-to=bench "$1"; fi; }
+record go -C bench run ./report -dir "$(from_bench "$out")" -out "$(from_bench "$report_out")"
+"$work/report" -dir "$out" -out "$report_out"
+log "wrote $report_out, its charts in $(dirname "$report_out")/charts, and $out"

@@ -28,7 +28,8 @@ trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$work"' EXIT
 
 go build -o "$work/example" ./cmd/example
 go build -o "$work/bench" ./cmd/bench
-go build -o "$work/report" ./bench/report
+# bench is a module of its own (the report draws charts with gonum/plot).
+(cd bench && go build -o "$work/report" ./report)
 
 port=23470
 mport=23471

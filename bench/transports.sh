@@ -88,7 +88,8 @@ HAPROXY_32=${SPOE_HAPROXY_3_2:-$cache/3.2/haproxy}
 log "building cmd/bench, the spoeforge agent and bench/report into $work"
 go build -o "$work/bench" ./cmd/bench
 (cd bench/peers && go build -mod=mod -o "$work/" ./spoeforge)
-go build -o "$work/report" ./bench/report
+# bench is a module of its own (the report draws charts with gonum/plot).
+(cd bench && go build -o "$work/report" ./report)
 CERTS_DIR="$work/certs" AGENT_NAME=agent sh docker/gen-dev-certs.sh >&2
 certs="$work/certs"
 sock="$work/agent.sock"

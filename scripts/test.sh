@@ -32,8 +32,11 @@ else
 fi
 
 # Modules of their own (kept apart so that the library does not depend on
-# what they use): tested first, so that the last lines are the main module's.
-for m in examples/otel examples/ratelimit; do
+# what they use: OpenTelemetry, Redis clients, bench/report's plotting
+# library): tested first, so that the last lines are the main module's.
+# bench/peers, a module nested in bench, holds only the benchmark agents and
+# has no tests.
+for m in examples/otel examples/ratelimit bench; do
 	echo "test.sh: go test in $m (a module of its own)" >&2
 	(cd "$m" && go test -race -count=1 -timeout 5m ./...)
 done

@@ -2,7 +2,10 @@
 // bench/results) into bench/RESULTS.md. RESULTS.md is generated, never
 // edited by hand.
 //
-//	go run ./bench/report -dir bench/results/2026-01-02 -out bench/RESULTS.md
+//	cd bench && go run ./report -dir results/2026-01-02 -out RESULTS.md
+//
+// It is a module of its own (github.com/spoe-forge/spoe-forge/bench), so
+// that the library never depends on what the report uses.
 package main
 
 import (
@@ -11,6 +14,7 @@ import (
 	"encoding/json"
 	"flag"
 	"fmt"
+	"math"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -20,7 +24,37 @@ import (
 	"strings"
 )
 
-var agents = []string{"spoeforge", "negasus", "criteo", "dropmorepackets"}
+// agents are bench/peers' agents in the order the report shows them.
+var agents = []string{"spoeforge", floor, "negasus", "criteo", "dropmorepackets"}
+
+// floor is the naive inline agent (bench/peers/inline): the reference every
+// "÷ inline" ratio divides by, not a competitor.
+const floor = "inline"
+
+// peers are the other Go SPOP libraries: what the targets of issue 6 compare
+// spoe-forge with (the floor is not one of them).
+var peers = []string{"negasus", "criteo", "dropmorepackets"}
+
+// agentName is an agent's name in the report's tables.
+func agentName(a string) string {
+	switch a {
+	case "spoeforge":
+		return "**spoeforge**"
+	case floor:
+		return "inline (floor)"
+	case "none":
+		return "none (no SPOE)"
+	}
+	return a
+}
+
+// ratio formats x ÷ ref, or "–" when either is unknown (0: not measured).
+func ratio(x, ref float64) string {
+	if !(x > 0) || !(ref > 0) || math.IsInf(x, 0) || math.IsInf(ref, 0) {
+		return "–"
+	}
+	return fmt.Sprintf("%.2f", x/ref)
+}
 
 // direct is the part of cmd/bench's JSON the report uses.
 type direct struct {
@@ -73,13 +107,17 @@ type e2e struct {
 func main() {
 	dir := flag.String("dir", "", "results folder written by bench/run.sh")
 	out := flag.String("out", "bench/RESULTS.md", "Markdown file to write")
+	charts := flag.String("charts", "", "folder for the SVG charts (default: charts/ beside -out)")
 	flag.Parse()
 	if *dir == "" {
 		fmt.Fprintln(os.Stderr, "report: -dir is required")
 		os.Exit(2)
 	}
+	if *charts == "" {
+		*charts = filepath.Join(filepath.Dir(*out), "charts")
+	}
 	var b bytes.Buffer
-	if err := write(&b, *dir, *out); err != nil {
+	if err := write(&b, *dir, *out, *charts); err != nil {
 		fmt.Fprintln(os.Stderr, "report:", err)
 		os.Exit(1)
 	}
@@ -116,10 +154,19 @@ func readLines(path string) []string {
 	return strings.Split(strings.TrimRight(string(b), "\n"), "\n")
 }
 
-var scenarioOrder = []string{"1x1", "4x16", "16x64", "16x64-body4k", "open-4x16"}
+var scenarioOrder = []string{"1x1", "64x1", "4x16", "16x64", "16x64-body4k", "open-4x16"}
 
-func write(w *bytes.Buffer, dir, out string) error {
-	p := func(format string, a ...any) { fmt.Fprintf(w, format, a...) }
+// key names one median: a direct scenario or an HAProxy branch, and an agent.
+type key struct{ scen, agent string }
+
+// write renders the results folder dir as Markdown into w, for a file at
+// out, and draws the charts into chartsDir (linked from the Markdown).
+func write(w *bytes.Buffer, dir, out, chartsDir string) error {
+	// The charts go near the top but need every median: the sections below
+	// the header go to body first.
+	var body bytes.Buffer
+	cur := w
+	p := func(format string, a ...any) { fmt.Fprintf(cur, format, a...) }
 	rel, err := filepath.Rel(filepath.Dir(out), dir)
 	if err != nil {
 		rel = dir
@@ -144,6 +191,12 @@ func write(w *bytes.Buffer, dir, out string) error {
 		p("- %s\n", l)
 	}
 	p("\nThe machine is small and shared (other work may run at the same time): compare ratios within this run, not absolute numbers across runs. Each number below is the **median of the repetitions** (min–max in brackets where it matters).\n\n")
+	p("**inline (floor)** is [`bench/peers/inline`](%s): the simplest agent that can be fast. One goroutine per connection reads a frame, runs the same handler inline and appends the ACK to a buffered writer flushed when the read buffer is empty; it uses pkg/codec for the wire format, and has no stages, pools, deadlines, back-pressure or graceful drain. It is **the reference, not a competitor**: the \"÷ inline\" columns divide an agent's median by the floor's median in the same run (NOTIFY/s and requests/s: higher is better; CPU: lower is better), and the targets of issue 15 are set against it. negasus, criteo and dropmorepackets are the other Go SPOP libraries.", relLink(out, "bench/peers/inline"))
+	if m, _ := filepath.Glob(filepath.Join(dir, "*", "*."+floor+".*")); len(m) == 0 {
+		p(" This run has no measurement of the floor: its ratios and targets show \"–\" and \"not measured\".")
+	}
+	p("\n\n")
+	cur = &body
 
 	// --- direct ---
 	runs := map[string]map[string][]direct{} // scenario → agent → reps
@@ -166,8 +219,8 @@ func write(w *bytes.Buffer, dir, out string) error {
 		}
 		runs[parts[0]][parts[1]] = append(runs[parts[0]][parts[1]], d)
 	}
-	type key struct{ scen, agent string }
 	med := map[key]map[string]float64{}
+	var closed []string // closed-loop scenarios measured, for the charts
 	p("## Direct: cmd/bench playing HAProxy\n\n")
 	p("Each agent runs alone on CPU 1 (`taskset -c 1`), cmd/bench on CPU 0, both restarted per run; runs are interleaved (A B C D A B C D …). Ids as HAProxy 3.2 assigns them, capabilities offered `pipelining`, max-frame-size 16380, every ACK checked for the NOTIFY's ids and a set-var of `score` and `ok`. Agent CPU is utime+stime from /proc over the measured window, and its system calls syscr/syscw from /proc/<pid>/io (how well it batches); RSS is VmHWM at the end of the run. \"window\" is the effective number in flight per connection: an agent that does not negotiate pipelining gets one NOTIFY at a time per connection, as HAProxy would give it. \"errors\" sums, over the repetitions, every ACK that did not match a NOTIFY in flight or lacked a variable, and every NOTIFY unanswered within 1 s (an ACK arriving after that is not counted twice). \"bench CPU %%\" is cmd/bench's own CPU (getrusage) over the window, to show it was not the bottleneck; in open loop it includes the pacer's one nanosleep(2) per NOTIFY.\n\n")
 	for _, scen := range scenarioOrder {
@@ -186,23 +239,25 @@ func write(w *bytes.Buffer, dir, out string) error {
 		if first.Mode == "open" {
 			desc = fmt.Sprintf("%d conns × %d pipeline, open loop at %.0f NOTIFY/s (latency from intended send times), profile %s", first.Conns, first.Pipeline, first.Rate, first.Profile)
 		}
+		if first.Mode != "open" {
+			closed = append(closed, scen)
+		}
 		p("### %s — %s\n\n", scen, desc)
-		p("| agent | window | NOTIFY/s [min–max] | p50 µs | p90 µs | p99 µs | p99.9 µs | max µs | agent CPU s / M NOTIFY | agent CPU %% | agent read / write syscalls per NOTIFY | peak RSS MiB | errors | bench CPU %% |\n")
-		p("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n")
+		p("| agent | window | NOTIFY/s [min–max] | NOTIFY/s ÷ inline | p50 µs | p90 µs | p99 µs | p99.9 µs | max µs | agent CPU s / M NOTIFY | CPU/M ÷ inline | agent CPU %% | agent read / write syscalls per NOTIFY | peak RSS MiB | errors | bench CPU %% |\n")
+		p("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n")
+		// Every row's ratio divides by the floor's medians: all medians first.
+		for _, a := range agents {
+			if ds := byAgent[a]; len(ds) > 0 {
+				med[key{scen, a}] = directMedians(ds)
+			}
+		}
+		ref := med[key{scen, floor}] // nil (zeros) when the floor was not run
 		for _, a := range agents {
 			ds := byAgent[a]
 			if len(ds) == 0 {
 				continue
 			}
-			col := func(f func(d direct) float64) []float64 {
-				var xs []float64
-				for _, d := range ds {
-					if d.Errors >= 0 {
-						xs = append(xs, f(d))
-					}
-				}
-				return xs
-			}
+			m := med[key{scen, a}]
 			var errs int64
 			failed := 0
 			for _, d := range ds {
@@ -212,31 +267,6 @@ func write(w *bytes.Buffer, dir, out string) error {
 					errs += d.Errors
 				}
 			}
-			m := map[string]float64{
-				"rps":  median(col(func(d direct) float64 { return d.NotifyPerSec })),
-				"p50":  median(col(func(d direct) float64 { return d.Latency.P50 })),
-				"p90":  median(col(func(d direct) float64 { return d.Latency.P90 })),
-				"p99":  median(col(func(d direct) float64 { return d.Latency.P99 })),
-				"p999": median(col(func(d direct) float64 { return d.Latency.P999 })),
-				"max":  median(col(func(d direct) float64 { return d.Latency.Max })),
-				"self": median(col(func(d direct) float64 { return d.Self.Percent })),
-			}
-			agentCol := func(f func(d direct) float64) []float64 {
-				var xs []float64
-				for _, d := range ds {
-					if d.Errors >= 0 && d.Agent != nil && d.Agent.Error == "" {
-						xs = append(xs, f(d))
-					}
-				}
-				return xs
-			}
-			m["perM"] = median(agentCol(func(d direct) float64 { return d.Agent.PerM }))
-			m["cpu"] = median(agentCol(func(d direct) float64 { return d.Agent.Percent }))
-			m["rss"] = median(agentCol(func(d direct) float64 { return float64(d.Agent.PeakRSSKiB) / 1024 }))
-			m["rd"] = median(agentCol(func(d direct) float64 { return d.Agent.Reads }))
-			m["wr"] = median(agentCol(func(d direct) float64 { return d.Agent.Writes }))
-			med[key{scen, a}] = m
-			lo, hi := minmax(col(func(d direct) float64 { return d.NotifyPerSec }))
 			window := ""
 			for _, d := range ds {
 				if d.Errors >= 0 {
@@ -248,12 +278,9 @@ func write(w *bytes.Buffer, dir, out string) error {
 			if failed > 0 {
 				errCell += fmt.Sprintf(" (%d run(s) failed)", failed)
 			}
-			name := a
-			if a == "spoeforge" {
-				name = "**spoeforge**"
-			}
-			p("| %s | %s | %.0f [%.0f–%.0f] | %.0f | %.0f | %.0f | %.0f | %.0f | %.2f | %.0f | %.3f / %.3f | %.1f | %s | %.0f |\n",
-				name, window, m["rps"], lo, hi, m["p50"], m["p90"], m["p99"], m["p999"], m["max"], m["perM"], m["cpu"], m["rd"], m["wr"], m["rss"], errCell, m["self"])
+			p("| %s | %s | %.0f [%.0f–%.0f] | %s | %.0f | %.0f | %.0f | %.0f | %.0f | %.2f | %s | %.0f | %.3f / %.3f | %.1f | %s | %.0f |\n",
+				agentName(a), window, m["rps"], m["lo"], m["hi"], ratio(m["rps"], ref["rps"]), m["p50"], m["p90"], m["p99"], m["p999"], m["max"],
+				m["perM"], ratio(m["perM"], ref["perM"]), m["cpu"], m["rd"], m["wr"], m["rss"], errCell, m["self"])
 		}
 		p("\n")
 	}
@@ -302,66 +329,43 @@ func write(w *bytes.Buffer, dir, out string) error {
 		p("HAProxy (`nbthread 1`) and wrk (`-t1 -c%s`) share CPU 0, the agent has CPU 1. The frontend answers every request itself with `http-request return`, status 200 only when the agent set `txn.bench.score` and `txn.bench.ok` (else 500 with the SPOE error), so a request/s is a full SPOE round trip. \"none\" is the same HAProxy without the SPOE filter: the ceiling. Agent CPU is utime+stime from /proc around the measured wrk run. Configurations: [`e2e/`](%s/e2e).\n\n", wrkConns(dir), rel)
 		for _, v := range e2eVersions {
 			p("### HAProxy %s\n\n", v)
-			p("| agent | requests/s [min–max] | %% of no-SPOE ceiling | p50 ms | p90 ms | p99 ms | agent CPU s / M requests | agent read / write syscalls per request | peak RSS MiB | non-2xx | socket errors |\n")
-			p("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|\n")
-			ceiling := 0.0
-			for _, a := range append([]string{"none"}, agents...) {
+			p("| agent | requests/s [min–max] | requests/s ÷ inline | %% of no-SPOE ceiling | p50 ms | p90 ms | p99 ms | agent CPU s / M requests | agent CPU/request ÷ inline | agent read / write syscalls per request | peak RSS MiB | non-2xx | socket errors |\n")
+			p("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|\n")
+			rows := append([]string{"none"}, agents...)
+			for _, a := range rows {
+				if rs := e2eRuns[v][a]; len(rs) > 0 {
+					e2eMed[key{v, a}] = e2eMedians(rs)
+				}
+			}
+			ceiling := e2eMed[key{v, "none"}]["rps"]
+			ref := e2eMed[key{v, floor}]
+			for _, a := range rows {
 				rs := e2eRuns[v][a]
 				if len(rs) == 0 {
 					continue
 				}
-				col := func(f func(e e2e) float64) []float64 {
-					var xs []float64
-					for _, r := range rs {
-						xs = append(xs, f(r))
-					}
-					return xs
-				}
-				m := map[string]float64{
-					"rps": median(col(func(e e2e) float64 { return e.rps })),
-					"p50": median(col(func(e e2e) float64 { return e.p50 })),
-					"p90": median(col(func(e e2e) float64 { return e.p90 })),
-					"p99": median(col(func(e e2e) float64 { return e.p99 })),
-					"rss": median(col(func(e e2e) float64 { return e.rssKiB / 1024 })),
-					"rd":  median(col(func(e e2e) float64 { return div(e.reads, e.requests) })),
-					"wr":  median(col(func(e e2e) float64 { return div(e.writes, e.requests) })),
-				}
+				m := e2eMed[key{v, a}]
 				var non2xx float64
-				var perM []float64
 				sock := ""
 				for _, r := range rs {
 					non2xx += r.non2xx
-					if r.cpuTicks >= 0 && r.requests > 0 {
-						perM = append(perM, r.cpuTicks/100/r.requests*1e6)
-					}
 					if r.sockErr != "" {
 						sock = r.sockErr
 					}
 				}
-				m["perM"] = median(perM)
-				e2eMed[key{v, a}] = m
-				if a == "none" {
-					ceiling = m["rps"]
-				}
-				lo, hi := minmax(col(func(e e2e) float64 { return e.rps }))
-				pct, cpuCell, rssCell, ioCell := "", "–", "–", "–"
+				pct, rpsRatio, cpuCell, cpuRatio, rssCell, ioCell := "", "–", "–", "–", "–", "–"
 				if ceiling > 0 {
 					pct = fmt.Sprintf("%.0f%%", 100*m["rps"]/ceiling)
 				}
 				if a != "none" {
+					rpsRatio = ratio(m["rps"], ref["rps"])
 					cpuCell = fmt.Sprintf("%.2f", m["perM"])
+					cpuRatio = ratio(m["perM"], ref["perM"])
 					rssCell = fmt.Sprintf("%.1f", m["rss"])
 					ioCell = fmt.Sprintf("%.3f / %.3f", m["rd"], m["wr"])
 				}
-				name := a
-				switch a {
-				case "none":
-					name = "none (no SPOE)"
-				case "spoeforge":
-					name = "**spoeforge**"
-				}
-				p("| %s | %.0f [%.0f–%.0f] | %s | %.2f | %.2f | %.2f | %s | %s | %s | %.0f | %s |\n",
-					name, m["rps"], lo, hi, pct, m["p50"], m["p90"], m["p99"], cpuCell, ioCell, rssCell, non2xx, sock)
+				p("| %s | %.0f [%.0f–%.0f] | %s | %s | %.2f | %.2f | %.2f | %s | %s | %s | %s | %.0f | %s |\n",
+					agentName(a), m["rps"], m["lo"], m["hi"], rpsRatio, pct, m["p50"], m["p90"], m["p99"], cpuCell, cpuRatio, ioCell, rssCell, non2xx, sock)
 			}
 			p("\n")
 		}
@@ -396,7 +400,8 @@ func write(w *bytes.Buffer, dir, out string) error {
 	writeTransports(p, dir, rel)
 
 	// --- targets ---
-	p("## Targets (issue 6)\n\n")
+	writeFloorTargets(p, med, e2eMed, e2eVersions)
+	p("## Targets (issue 6): spoe-forge against the other libraries\n\n")
 	p("| target | measured | verdict |\n|---|---|---|\n")
 	verdict := func(ok bool) string {
 		if ok {
@@ -412,7 +417,7 @@ func write(w *bytes.Buffer, dir, out string) error {
 	}
 	bestPeer := func(scen, metric string, better func(a, b float64) bool) (string, float64) {
 		name, best := "", 0.0
-		for _, a := range agents[1:] {
+		for _, a := range peers {
 			m, ok := med[key{scen, a}]
 			if !ok || m["rps"] == 0 {
 				continue
@@ -442,7 +447,7 @@ func write(w *bytes.Buffer, dir, out string) error {
 			continue
 		}
 		name, best := "", 0.0
-		for _, a := range agents[1:] {
+		for _, a := range peers {
 			if m, ok := e2eMed[key{v, a}]; ok && m["rps"] > best {
 				name, best = a, m["rps"]
 			}
@@ -528,7 +533,7 @@ func write(w *bytes.Buffer, dir, out string) error {
 	// --- commands ---
 	if cmds := readLines(filepath.Join(dir, "commands.txt")); cmds != nil {
 		p("## Exact commands\n\n")
-		p("Built with `go build -o $work/bench ./cmd/bench` and, in `bench/peers`, `go build -o $work/ ./spoeforge ./negasus ./criteo ./dropmorepackets`. Each distinct command, in order (repetitions run the same command again):\n\n```\n")
+		p("Built with `go build -o $work/bench ./cmd/bench`, in `bench/peers` `go build -o $work/ ./spoeforge ./inline ./negasus ./criteo ./dropmorepackets` (a module of its own), and in `bench` `go build -o $work/report ./report` (a module of its own). Each distinct command, in order (repetitions run the same command again):\n\n```\n")
 		seen := map[string]bool{}
 		for _, c := range cmds {
 			if !seen[c] {
@@ -538,7 +543,206 @@ func write(w *bytes.Buffer, dir, out string) error {
 		}
 		p("```\n")
 	}
+
+	// --- charts, shown above the sections ---
+	cur = w
+	run := envMap["date"]
+	if d, _, ok := strings.Cut(run, " "); ok {
+		run = d
+	}
+	links, err := drawCharts(chartsDir, chartData{run: run, direct: med, scenarios: closed, e2e: e2eMed, versions: e2eVersions})
+	if err != nil {
+		return err
+	}
+	if len(links) > 0 {
+		p("## Charts\n\n")
+		p("Drawn by `bench/report` from the medians below (SVG, in [`%s`](%s)).\n\n", relTo(out, chartsDir), relTo(out, chartsDir))
+		for _, l := range links {
+			p("![%s](%s)\n\n%s\n\n", l.alt, relTo(out, l.path), l.caption)
+		}
+	}
+	_, _ = w.Write(body.Bytes())
 	return nil
+}
+
+// relTo is path as a link from the Markdown file out.
+func relTo(out, path string) string {
+	absOut, err1 := filepath.Abs(filepath.Dir(out))
+	absPath, err2 := filepath.Abs(path)
+	if err1 != nil || err2 != nil {
+		return filepath.ToSlash(path)
+	}
+	rel, err := filepath.Rel(absOut, absPath)
+	if err != nil {
+		return filepath.ToSlash(path)
+	}
+	return filepath.ToSlash(rel)
+}
+
+// directMedians are the medians over one agent's repetitions of a direct
+// scenario (runs that failed left out), with the NOTIFY/s range ("lo", "hi").
+func directMedians(ds []direct) map[string]float64 {
+	col := func(f func(d direct) float64) []float64 {
+		var xs []float64
+		for _, d := range ds {
+			if d.Errors >= 0 {
+				xs = append(xs, f(d))
+			}
+		}
+		return xs
+	}
+	agentCol := func(f func(d direct) float64) []float64 {
+		var xs []float64
+		for _, d := range ds {
+			if d.Errors >= 0 && d.Agent != nil && d.Agent.Error == "" {
+				xs = append(xs, f(d))
+			}
+		}
+		return xs
+	}
+	lo, hi := minmax(col(func(d direct) float64 { return d.NotifyPerSec }))
+	return map[string]float64{
+		"rps":  median(col(func(d direct) float64 { return d.NotifyPerSec })),
+		"lo":   lo,
+		"hi":   hi,
+		"p50":  median(col(func(d direct) float64 { return d.Latency.P50 })),
+		"p90":  median(col(func(d direct) float64 { return d.Latency.P90 })),
+		"p99":  median(col(func(d direct) float64 { return d.Latency.P99 })),
+		"p999": median(col(func(d direct) float64 { return d.Latency.P999 })),
+		"max":  median(col(func(d direct) float64 { return d.Latency.Max })),
+		"self": median(col(func(d direct) float64 { return d.Self.Percent })),
+		"perM": median(agentCol(func(d direct) float64 { return d.Agent.PerM })),
+		"cpu":  median(agentCol(func(d direct) float64 { return d.Agent.Percent })),
+		"rss":  median(agentCol(func(d direct) float64 { return float64(d.Agent.PeakRSSKiB) / 1024 })),
+		"rd":   median(agentCol(func(d direct) float64 { return d.Agent.Reads })),
+		"wr":   median(agentCol(func(d direct) float64 { return d.Agent.Writes })),
+	}
+}
+
+// floorTarget is one target of issue 15: spoeforge's median of a metric
+// divided by the floor's, at least (or, when atMost, at most) limit.
+type floorTarget struct {
+	label  string
+	scen   string // direct scenario, or HAProxy branch end to end
+	metric string // a key of directMedians or e2eMedians
+	format string // one value, with its unit
+	limit  float64
+	atMost bool
+}
+
+// floorTargets are issue 15's targets, direct then end to end.
+var floorTargets = []floorTarget{
+	{"direct 16x64: NOTIFY/s ≥ 0.85× inline's", "16x64", "rps", "%.0f NOTIFY/s", 0.85, false},
+	{"direct 16x64: agent CPU per million NOTIFY ≤ 1.2× inline's", "16x64", "perM", "%.2f s", 1.2, true},
+	{"direct 4x16: NOTIFY/s ≥ 0.85× inline's", "4x16", "rps", "%.0f NOTIFY/s", 0.85, false},
+	{"direct 4x16: agent CPU per million NOTIFY ≤ 1.2× inline's", "4x16", "perM", "%.2f s", 1.2, true},
+	{"direct 64x1: NOTIFY/s ≥ 0.95× inline's", "64x1", "rps", "%.0f NOTIFY/s", 0.95, false},
+	{"direct 64x1: p99 ≤ inline's p99", "64x1", "p99", "%.0f µs", 1, true},
+	{"direct 1x1: NOTIFY/s ≥ 0.95× inline's", "1x1", "rps", "%.0f NOTIFY/s", 0.95, false},
+	{"direct 1x1: p99 ≤ inline's p99", "1x1", "p99", "%.0f µs", 1, true},
+}
+
+// floorE2ETargets are issue 15's end-to-end targets, per HAProxy branch.
+var floorE2ETargets = []floorTarget{
+	{"end to end, HAProxy 2.6: requests/s ≥ 0.95× inline's", "2.6", "rps", "%.0f requests/s", 0.95, false},
+	{"end to end, HAProxy 2.6: agent CPU per request ≤ 1.2× inline's", "2.6", "perM", "%.2f µs", 1.2, true},
+	{"end to end, HAProxy 3.2: agent CPU per request ≤ 1.1× inline's", "3.2", "perM", "%.2f µs", 1.1, true},
+	{"end to end, HAProxy 3.4: agent CPU per request ≤ 1.1× inline's", "3.4", "perM", "%.2f µs", 1.1, true},
+}
+
+// check measures the target in medians: the measured cell and the verdict.
+func (t floorTarget) check(medians map[key]map[string]float64) (measured, verdict string) {
+	sf, ref := medians[key{t.scen, "spoeforge"}][t.metric], medians[key{t.scen, floor}][t.metric]
+	switch {
+	case !(sf > 0) && !(ref > 0):
+		return "neither spoeforge nor inline measured in this run", "**not measured**"
+	case !(ref > 0):
+		return fmt.Sprintf("spoeforge "+t.format+"; inline not measured in this run", sf), "**not measured**"
+	case !(sf > 0):
+		return fmt.Sprintf("inline "+t.format+"; spoeforge not measured in this run", ref), "**not measured**"
+	}
+	r := sf / ref
+	ok := r >= t.limit
+	if t.atMost {
+		ok = r <= t.limit
+	}
+	verdict = "**missed**"
+	if ok {
+		verdict = "**met**"
+	}
+	return fmt.Sprintf("spoeforge "+t.format+" vs inline "+t.format+" = %.3f×", sf, ref, r), verdict
+}
+
+// writeFloorTargets renders the targets of issue 15: spoe-forge within a
+// few percent of the floor, as ratios of medians within this run.
+func writeFloorTargets(p func(string, ...any), med, e2eMed map[key]map[string]float64, versions []string) {
+	p("## Targets (issue 15): spoe-forge against the floor\n\n")
+	p("Each ratio divides spoeforge's median by inline's (the floor) in the same run: the machine is shared, so absolute numbers move between runs and ratios much less. A target that this run could not measure says so.\n\n")
+	p("| target | measured | verdict |\n|---|---|---|\n")
+	for _, t := range floorTargets {
+		measured, verdict := t.check(med)
+		p("| %s | %s | %s |\n", t.label, measured, verdict)
+	}
+	for _, t := range floorE2ETargets {
+		// 3.4 is optional in bench/run.sh (BENCH_E2E_VERSIONS): its target
+		// is shown when it was measured; 2.6's and 3.2's always are.
+		if t.scen == "3.4" && !slices.Contains(versions, t.scen) {
+			continue
+		}
+		measured, verdict := t.check(e2eMed)
+		p("| %s | %s | %s |\n", t.label, measured, verdict)
+	}
+	p("\n")
+}
+
+// e2eMedians are the medians over one agent's wrk runs behind one HAProxy,
+// with the requests/s range ("lo", "hi") and the agent's CPU seconds per
+// million requests ("perM", 0 without an agent).
+func e2eMedians(rs []e2e) map[string]float64 {
+	col := func(f func(e e2e) float64) []float64 {
+		var xs []float64
+		for _, r := range rs {
+			xs = append(xs, f(r))
+		}
+		return xs
+	}
+	var perM []float64
+	for _, r := range rs {
+		if r.cpuTicks >= 0 && r.requests > 0 {
+			perM = append(perM, r.cpuTicks/100/r.requests*1e6)
+		}
+	}
+	lo, hi := minmax(col(func(e e2e) float64 { return e.rps }))
+	return map[string]float64{
+		"rps":  median(col(func(e e2e) float64 { return e.rps })),
+		"lo":   lo,
+		"hi":   hi,
+		"p50":  median(col(func(e e2e) float64 { return e.p50 })),
+		"p90":  median(col(func(e e2e) float64 { return e.p90 })),
+		"p99":  median(col(func(e e2e) float64 { return e.p99 })),
+		"rss":  median(col(func(e e2e) float64 { return e.rssKiB / 1024 })),
+		"rd":   median(col(func(e e2e) float64 { return div(e.reads, e.requests) })),
+		"wr":   median(col(func(e e2e) float64 { return div(e.writes, e.requests) })),
+		"perM": median(perM),
+	}
+}
+
+// relLink is the path of target (relative to the repository root) as a link
+// from the Markdown file out, when out is inside the repository; else target.
+func relLink(out, target string) string {
+	abs, err := filepath.Abs(filepath.Dir(out))
+	if err != nil {
+		return target
+	}
+	// The repository root is the folder holding bench/ above out.
+	for d := abs; d != filepath.Dir(d); d = filepath.Dir(d) {
+		if st, err := os.Stat(filepath.Join(d, "bench", "peers")); err == nil && st.IsDir() {
+			if rel, err := filepath.Rel(abs, filepath.Join(d, target)); err == nil {
+				return filepath.ToSlash(rel)
+			}
+		}
+	}
+	return target
 }
 
 func wrkConns(dir string) string {
