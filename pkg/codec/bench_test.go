@@ -212,3 +212,30 @@ func BenchmarkHeadersGet(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkNotifyDecodeTwoArgs is the shape of a typical handler: decode the
+// NOTIFY and read two of its arguments (the client address and the path).
+func BenchmarkNotifyDecodeTwoArgs(b *testing.B) {
+	frame, _, _, err := codec.NextFrame(benchNotifyFrame, codec.DefaultMaxFrameSize)
+	if err != nil {
+		b.Fatal(err)
+	}
+	f, err := codec.ParseFrame(frame)
+	if err != nil {
+		b.Fatal(err)
+	}
+	var n codec.Notify
+	b.ReportAllocs()
+	for b.Loop() {
+		if err := n.Decode(f.Payload); err != nil {
+			b.Fatal(err)
+		}
+		m := &n.Messages[0]
+		ip, ok1 := m.Arg(benchArgNames[0])
+		path, ok2 := m.Arg(benchArgNames[1])
+		if !ok1 || !ok2 || ip.Type() == codec.TypeNull || path.Type() == codec.TypeNull {
+			b.Fatal("missing")
+		}
+		n.Reset()
+	}
+}

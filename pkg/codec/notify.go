@@ -43,7 +43,7 @@ const maxArgs = 255
 // Decode decodes a NOTIFY payload (the list of messages; possibly empty).
 // On error Messages is left empty.
 func (n *Notify) Decode(payload []byte) error {
-	n.Messages, n.args, n.spans = n.Messages[:0], n.args[:0], n.spans[:0]
+	n.clear()
 	b := payload
 	for len(b) > 0 {
 		name, l, err := ParseBytes(b)
@@ -95,8 +95,17 @@ func (n *Notify) Decode(payload []byte) error {
 }
 
 func (n *Notify) fail(err error) error {
-	n.Messages = n.Messages[:0]
+	n.clear()
 	return err
+}
+
+// clear empties n, dropping the references its used slots hold. Slots past
+// the length hold none (every shrink goes through here), so a pooled Notify
+// clears what its last payload used, not its whole capacity.
+func (n *Notify) clear() {
+	clear(n.Messages)
+	clear(n.args)
+	n.Messages, n.args, n.spans = n.Messages[:0], n.args[:0], n.spans[:0]
 }
 
 // Message returns the first message called name.
@@ -111,11 +120,7 @@ func (n *Notify) Message(name string) (*Message, bool) {
 
 // Reset drops every reference to the last decoded payload, keeping the
 // capacity, so that a pooled Notify does not pin a frame buffer.
-func (n *Notify) Reset() {
-	clear(n.Messages[:cap(n.Messages)])
-	clear(n.args[:cap(n.args)])
-	n.Messages, n.args, n.spans = n.Messages[:0], n.args[:0], n.spans[:0]
-}
+func (n *Notify) Reset() { n.clear() }
 
 // AppendMessage appends one message of a NOTIFY payload (to play HAProxy,
 // in tests and cmd/bench). It fails with ErrTooManyArgs past 255 arguments.
