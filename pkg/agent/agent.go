@@ -17,6 +17,7 @@ import (
 	"github.com/spoe-forge/spoe-forge/pkg/conn"
 	"github.com/spoe-forge/spoe-forge/pkg/dispatch"
 	"github.com/spoe-forge/spoe-forge/pkg/observe"
+	"github.com/spoe-forge/spoe-forge/pkg/spoe"
 	"github.com/valyala/bytebufferpool"
 	"go.uber.org/zap"
 )
@@ -83,12 +84,12 @@ func (a *Agent) Message(name string, h HandlerFunc, mw ...Middleware) { a.Handle
 
 // Handle is Message for a Handler.
 func (a *Agent) Handle(name string, h Handler, mw ...Middleware) {
-	a.handlers[name] = dispatch.Chain(h, mw...)
+	a.handlers[name] = spoe.Chain(h, mw...)
 }
 
 // Fallback registers the handler of messages that have none. Without one
 // they are ignored, and their NOTIFY is still acknowledged.
-func (a *Agent) Fallback(h HandlerFunc, mw ...Middleware) { a.fallback = dispatch.Chain(h, mw...) }
+func (a *Agent) Fallback(h HandlerFunc, mw ...Middleware) { a.fallback = spoe.Chain(h, mw...) }
 
 // Use adds middleware that wraps every handler, outside the per-message
 // middleware; the first added is the outermost. Middleware is composed once,
@@ -120,13 +121,13 @@ func (a *Agent) init() error {
 		if c.async {
 			caps |= codec.CapAsync
 		}
-		handlers := make(map[string]dispatch.Handler, len(a.handlers))
+		handlers := make(map[string]spoe.Handler, len(a.handlers))
 		for k, v := range a.handlers {
-			handlers[k] = dispatch.Chain(v, a.use...)
+			handlers[k] = spoe.Chain(v, a.use...)
 		}
 		var fallback Handler
 		if a.fallback != nil {
-			fallback = dispatch.Chain(a.fallback, a.use...)
+			fallback = spoe.Chain(a.fallback, a.use...)
 		}
 		wbufs := new(bytebufferpool.Pool)
 		a.disp, a.initErr = dispatch.New(dispatch.Config{

@@ -2,27 +2,30 @@ package agent
 
 import (
 	"github.com/spoe-forge/spoe-forge/pkg/codec"
-	"github.com/spoe-forge/spoe-forge/pkg/dispatch"
+	"github.com/spoe-forge/spoe-forge/pkg/spoe"
 )
 
-// Message is one SPOE message as a handler sees it: its name and typed
-// arguments by name. See the package documentation for its lifetime.
-type Message = dispatch.Message
+// The handler-facing types are defined, and documented, in package spoe:
+// these are aliases, so that code written against either package works with
+// both.
 
-// Actions collects the variables a handler sets and unsets.
-type Actions = dispatch.Actions
+// Message is spoe.Message: one SPOE message as a handler sees it.
+type Message = spoe.Message
 
-// Handler handles one SPOE message.
-type Handler = dispatch.Handler
+// Actions is spoe.Actions: the variables a handler sets and unsets.
+type Actions = spoe.Actions
 
-// HandlerFunc adapts a function to Handler.
-type HandlerFunc = dispatch.HandlerFunc
+// Handler is spoe.Handler.
+type Handler = spoe.Handler
 
-// Middleware wraps a Handler; see Agent.Use and package middleware.
-type Middleware = dispatch.Middleware
+// HandlerFunc is spoe.HandlerFunc.
+type HandlerFunc = spoe.HandlerFunc
 
-// PanicError is the error a recovered handler panic becomes.
-type PanicError = dispatch.PanicError
+// Middleware is spoe.Middleware; see Agent.Use and package middleware.
+type Middleware = spoe.Middleware
+
+// PanicError is spoe.PanicError: a recovered handler panic.
+type PanicError = spoe.PanicError
 
 // Value is one typed SPOP value: an argument, or a variable to set.
 type Value = codec.Value
@@ -33,8 +36,8 @@ type Arg = codec.Arg
 // Scope is the scope of a variable.
 type Scope = codec.Scope
 
-// Var names a variable: a scope and a bare name.
-type Var = dispatch.Var
+// Var is spoe.Var: a variable's scope and bare name.
+type Var = spoe.Var
 
 // The variable scopes.
 const (
@@ -45,13 +48,13 @@ const (
 	ScopeResponse    = codec.ScopeResponse    // res
 )
 
-// Error codes set in the error variable (WithErrorVar).
+// Error codes set in the error variable (WithErrorVar): see spoe.ErrCodeHandler.
 const (
-	ErrCodeHandler  = dispatch.ErrCodeHandler
-	ErrCodePanic    = dispatch.ErrCodePanic
-	ErrCodeTimeout  = dispatch.ErrCodeTimeout
-	ErrCodeTooLarge = dispatch.ErrCodeTooLarge
-	ErrCodeAction   = dispatch.ErrCodeAction
+	ErrCodeHandler  = spoe.ErrCodeHandler
+	ErrCodePanic    = spoe.ErrCodePanic
+	ErrCodeTimeout  = spoe.ErrCodeTimeout
+	ErrCodeTooLarge = spoe.ErrCodeTooLarge
+	ErrCodeAction   = spoe.ErrCodeAction
 )
 
 // Headers is an HTTP header block in HAProxy's binary form, as

@@ -9,50 +9,15 @@ import (
 
 	"github.com/panjf2000/ants/v2"
 	"github.com/spoe-forge/spoe-forge/internal/bufpool"
+	"github.com/spoe-forge/spoe-forge/internal/enginekey"
 	"github.com/spoe-forge/spoe-forge/internal/hctx"
 	"github.com/spoe-forge/spoe-forge/internal/pipeline"
 	"github.com/spoe-forge/spoe-forge/pkg/codec"
 	"github.com/spoe-forge/spoe-forge/pkg/observe"
+	"github.com/spoe-forge/spoe-forge/pkg/spoe"
 	"github.com/valyala/bytebufferpool"
 	"go.uber.org/zap"
 )
-
-// Handler handles one SPOE message.
-//
-// ctx carries the per-NOTIFY deadline, is cancelled when the connection
-// dies or the agent stops, and ends when the handler returns; it stays a
-// valid, ended context after that (see pkg/agent, "Lifetimes"). m and
-// everything obtained from it, and a, are valid only until the handler
-// returns. A handler that returns an error, panics or misses its deadline is
-// logged, the error variable is set if configured, and the NOTIFY is
-// acknowledged all the same. The actions it added are kept after an error,
-// and dropped after a panic or a missed deadline (they would be stale).
-type Handler interface {
-	HandleMessage(ctx context.Context, m *Message, a *Actions) error
-}
-
-// HandlerFunc adapts a function to Handler.
-type HandlerFunc func(ctx context.Context, m *Message, a *Actions) error
-
-// HandleMessage calls f.
-func (f HandlerFunc) HandleMessage(ctx context.Context, m *Message, a *Actions) error {
-	return f(ctx, m, a)
-}
-
-// Error codes written to the error variable (Config.ErrorVar).
-const (
-	ErrCodeHandler  = 1 // the handler returned an error
-	ErrCodePanic    = 2 // the handler panicked
-	ErrCodeTimeout  = 3 // the handler returned after its deadline, or with its context's error
-	ErrCodeTooLarge = 4 // the actions did not fit in one ACK frame
-	ErrCodeAction   = 5 // an action was invalid (empty or over-long name, bad scope)
-)
-
-// Var names a variable: a scope and a bare name.
-type Var struct {
-	Scope codec.Scope
-	Name  string
-}
 
 // Defaults for zero Config fields.
 const (
@@ -65,19 +30,19 @@ const (
 type Config struct {
 	// Handlers maps SPOE message names to handlers. It is read-only once the
 	// Dispatcher is built.
-	Handlers map[string]Handler
+	Handlers map[string]spoe.Handler
 	// Fallback handles messages with no handler; nil ignores them (the
 	// NOTIFY is still acknowledged).
-	Fallback Handler
+	Fallback spoe.Handler
 	// Workers is the capacity of the worker pool shared by every connection.
 	Workers int
 	// Timeout is the per-NOTIFY deadline of handlers' contexts.
 	Timeout time.Duration
 	// MaxMessageSize bounds a reassembled (fragmented) NOTIFY.
 	MaxMessageSize int
-	// ErrorVar, when its Name is set, is set to an ErrCode* integer when a
-	// handler fails.
-	ErrorVar Var
+	// ErrorVar, when its Name is set, is set to an spoe.ErrCode* integer
+	// when a handler fails.
+	ErrorVar spoe.Var
 	// Async enables replying on another connection of the same engine-id
 	// when a NOTIFY's own connection died (HAProxy 2.6/3.0 with "async").
 	Async bool
@@ -91,6 +56,9 @@ type Config struct {
 	// Buffers is the pool of reassembly and ACK buffers.
 	Buffers *bytebufferpool.Pool
 }
+
+// key opens pkg/spoe's engine hooks.
+var key enginekey.Key
 
 // workerIdle is how long an idle worker goroutine is kept.
 const workerIdle = 10 * time.Second
@@ -190,7 +158,7 @@ func New(cfg Config) (*Dispatcher, error) {
 }
 
 type route struct {
-	h    Handler
+	h    spoe.Handler
 	name string
 }
 
@@ -269,8 +237,8 @@ type task struct {
 	own  *bytebufferpool.ByteBuffer // reassembled payload, or nil
 	ack  []byte                     // the ACK being built; kept across uses
 	note codec.Notify
-	msg  Message
-	acts Actions
+	msg  spoe.Message
+	acts spoe.Actions
 
 	// The deadline watch list, under Dispatcher.mu.
 	prev, next *task
@@ -318,8 +286,8 @@ func (t *task) reset() {
 		t.own = nil
 	}
 	t.note.Reset()
-	t.msg = Message{}
-	t.acts.reset(nil)
+	spoe.Bind(key, &t.msg, "", nil, 0, 0, "")
+	spoe.Begin(key, &t.acts, nil)
 	t.c, t.s = nil, nil
 }
 

@@ -11,6 +11,7 @@ import (
 	"github.com/spoe-forge/spoe-forge/internal/pipeline"
 	"github.com/spoe-forge/spoe-forge/internal/spoptest"
 	"github.com/spoe-forge/spoe-forge/pkg/codec"
+	"github.com/spoe-forge/spoe-forge/pkg/spoe"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	"go.uber.org/goleak"
@@ -145,8 +146,8 @@ func frag(t codec.FrameType, flags codec.Flags, sid, fid uint64, p []byte) []byt
 
 func TestRoutingAndBufferBalance(t *testing.T) {
 	var f feeder
-	d := newDispatcher(t, Config{Handlers: map[string]Handler{
-		"a": HandlerFunc(func(ctx context.Context, m *Message, act *Actions) error {
+	d := newDispatcher(t, Config{Handlers: map[string]spoe.Handler{
+		"a": spoe.HandlerFunc(func(ctx context.Context, m *spoe.Message, act *spoe.Actions) error {
 			n, _ := m.Int("n")
 			act.SetInt(codec.ScopeTransaction, "a", n)
 			return nil
@@ -175,8 +176,8 @@ func TestRoutingAndBufferBalance(t *testing.T) {
 func TestReassemblyAcrossBatches(t *testing.T) {
 	var f feeder
 	var got []byte
-	d := newDispatcher(t, Config{Handlers: map[string]Handler{
-		"big": HandlerFunc(func(ctx context.Context, m *Message, act *Actions) error {
+	d := newDispatcher(t, Config{Handlers: map[string]spoe.Handler{
+		"big": spoe.HandlerFunc(func(ctx context.Context, m *spoe.Message, act *spoe.Actions) error {
 			b, _ := m.Bytes("body")
 			got = append([]byte(nil), b...)
 			return nil
@@ -218,8 +219,8 @@ func TestProtocolErrors(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			var f feeder
-			d := newDispatcher(t, Config{MaxMessageSize: 1000, Handlers: map[string]Handler{
-				"m": HandlerFunc(func(context.Context, *Message, *Actions) error { return nil }),
+			d := newDispatcher(t, Config{MaxMessageSize: 1000, Handlers: map[string]spoe.Handler{
+				"m": spoe.HandlerFunc(func(context.Context, *spoe.Message, *spoe.Actions) error { return nil }),
 			}})
 			c := newFakeConn(codec.CapFragmentation)
 			serve(d, c, f.batch(tc.frames...), f.batch(spoptest.NotifyFrame(9, 9, spoptest.Msg{Name: "m"})))
@@ -245,8 +246,8 @@ func TestProtocolErrors(t *testing.T) {
 func TestClosingConnectionDropsWork(t *testing.T) {
 	var f feeder
 	var calls atomic.Int32
-	d := newDispatcher(t, Config{Handlers: map[string]Handler{
-		"m": HandlerFunc(func(context.Context, *Message, *Actions) error { calls.Add(1); return nil }),
+	d := newDispatcher(t, Config{Handlers: map[string]spoe.Handler{
+		"m": spoe.HandlerFunc(func(context.Context, *spoe.Message, *spoe.Actions) error { calls.Add(1); return nil }),
 	}})
 	c := newFakeConn(0)
 	c.closing.Store(true)
@@ -259,12 +260,12 @@ func TestClosingConnectionDropsWork(t *testing.T) {
 func TestAsyncForward(t *testing.T) {
 	var f feeder
 	release := make(chan struct{})
-	d := newDispatcher(t, Config{Async: true, Handlers: map[string]Handler{
-		"m": HandlerFunc(func(ctx context.Context, m *Message, act *Actions) error {
+	d := newDispatcher(t, Config{Async: true, Handlers: map[string]spoe.Handler{
+		"m": spoe.HandlerFunc(func(ctx context.Context, m *spoe.Message, act *spoe.Actions) error {
 			<-release
 			return ctx.Err() // the connection died, but async handlers keep their context
 		}),
-	}, ErrorVar: Var{Scope: codec.ScopeTransaction, Name: "err"}})
+	}, ErrorVar: spoe.Var{Scope: codec.ScopeTransaction, Name: "err"}})
 	c1 := newFakeConn(codec.CapAsync | codec.CapPipelining)
 	c2 := newFakeConn(codec.CapAsync | codec.CapPipelining)
 	in2 := make(chan *pipeline.Batch)
@@ -300,9 +301,9 @@ func TestAsyncForward(t *testing.T) {
 }
 
 func TestConfigErrors(t *testing.T) {
-	_, err := New(Config{ErrorVar: Var{Scope: 9, Name: "x"}})
+	_, err := New(Config{ErrorVar: spoe.Var{Scope: 9, Name: "x"}})
 	require.ErrorIs(t, err, codec.ErrBadScope)
-	_, err = New(Config{ErrorVar: Var{Scope: codec.ScopeTransaction, Name: string(make([]byte, 64))}})
+	_, err = New(Config{ErrorVar: spoe.Var{Scope: codec.ScopeTransaction, Name: string(make([]byte, 64))}})
 	require.ErrorIs(t, err, codec.ErrVarNameTooLong)
 }
 
@@ -311,9 +312,9 @@ func TestConfigErrors(t *testing.T) {
 func TestSlowHandlerDoesNotHoldUpTheQueue(t *testing.T) {
 	var f feeder
 	release := make(chan struct{})
-	d := newDispatcher(t, Config{Handlers: map[string]Handler{
-		"slow": HandlerFunc(func(ctx context.Context, m *Message, act *Actions) error { <-release; return nil }),
-		"fast": HandlerFunc(func(ctx context.Context, m *Message, act *Actions) error { return nil }),
+	d := newDispatcher(t, Config{Handlers: map[string]spoe.Handler{
+		"slow": spoe.HandlerFunc(func(ctx context.Context, m *spoe.Message, act *spoe.Actions) error { <-release; return nil }),
+		"fast": spoe.HandlerFunc(func(ctx context.Context, m *spoe.Message, act *spoe.Actions) error { return nil }),
 	}})
 	c := newFakeConn(codec.CapPipelining)
 	frames := [][]byte{spoptest.NotifyFrame(0, 1, spoptest.Msg{Name: "slow"})}
@@ -382,8 +383,8 @@ func TestManagedContextsEnd(t *testing.T) {
 			var f feeder
 			got := make(chan error, 1)
 			started := make(chan struct{})
-			d := newDispatcher(t, Config{Timeout: tc.timeout, Handlers: map[string]Handler{
-				"m": HandlerFunc(func(ctx context.Context, m *Message, act *Actions) error {
+			d := newDispatcher(t, Config{Timeout: tc.timeout, Handlers: map[string]spoe.Handler{
+				"m": spoe.HandlerFunc(func(ctx context.Context, m *spoe.Message, act *spoe.Actions) error {
 					close(started)
 					<-ctx.Done()
 					got <- ctx.Err()

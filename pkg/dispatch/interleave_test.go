@@ -11,6 +11,7 @@ import (
 	"github.com/spoe-forge/spoe-forge/internal/pipeline"
 	"github.com/spoe-forge/spoe-forge/internal/spoptest"
 	"github.com/spoe-forge/spoe-forge/pkg/codec"
+	"github.com/spoe-forge/spoe-forge/pkg/spoe"
 )
 
 // interleaving runs one schedule of events against a dispatcher and a fake
@@ -45,8 +46,8 @@ func interleaving(t *testing.T, ops []byte) {
 	var mu sync.Mutex
 	calls := map[uint64]*call{}
 	var bg sync.WaitGroup
-	d, err := New(Config{Timeout: timeout, ErrorVar: Var{Scope: codec.ScopeTransaction, Name: "err"},
-		Handlers: map[string]Handler{"m": HandlerFunc(func(ctx context.Context, m *Message, act *Actions) error {
+	d, err := New(Config{Timeout: timeout, ErrorVar: spoe.Var{Scope: codec.ScopeTransaction, Name: "err"},
+		Handlers: map[string]spoe.Handler{"m": spoe.HandlerFunc(func(ctx context.Context, m *spoe.Message, act *spoe.Actions) error {
 			mu.Lock()
 			c := calls[m.StreamID()]
 			c.ctx = ctx
@@ -189,7 +190,7 @@ func interleaving(t *testing.T, ops []byte) {
 		case hasH && hasErr:
 			t.Errorf("sid %d: both the handler's variable and an error", fr.StreamID)
 		case !hasH:
-			if code, _ := e.Value.Int(); !hasErr || code != ErrCodeTimeout {
+			if code, _ := e.Value.Int(); !hasErr || code != spoe.ErrCodeTimeout {
 				t.Errorf("sid %d: an ACK with neither the handler's variable nor error 3", fr.StreamID)
 			}
 		}

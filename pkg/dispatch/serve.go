@@ -9,6 +9,7 @@ import (
 	"github.com/spoe-forge/spoe-forge/internal/hctx"
 	"github.com/spoe-forge/spoe-forge/internal/pipeline"
 	"github.com/spoe-forge/spoe-forge/pkg/codec"
+	"github.com/spoe-forge/spoe-forge/pkg/spoe"
 	"github.com/valyala/bytebufferpool"
 	"go.uber.org/zap"
 )
@@ -388,7 +389,7 @@ func (d *Dispatcher) armLocked(due int64) {
 
 // expire is the deadline watch: it answers every task whose deadline has
 // passed and whose handlers have not returned (or not started), with the
-// error variable set to ErrCodeTimeout, and drops whatever those handlers
+// error variable set to spoe.ErrCodeTimeout, and drops whatever those handlers
 // do afterwards. HAProxy thus has every answer by the deadline, and never
 // a late one (on HAProxy 2.6/3.0 a late ACK can be taken for the next event
 // of the same stream, spop.md Appendix A).
@@ -433,7 +434,7 @@ func (d *Dispatcher) expire() {
 			ce.Write(zap.Uint64("stream_id", l.sid), zap.Uint64("frame_id", l.fid),
 				zap.Bool("started", l.running), zap.Duration("timeout", d.cfg.Timeout))
 		}
-		d.answer(l.c, l.s, l.sid, l.fid, ErrCodeTimeout)
+		d.answer(l.c, l.s, l.sid, l.fid, spoe.ErrCodeTimeout)
 	}
 }
 
@@ -441,13 +442,13 @@ func (d *Dispatcher) expire() {
 // actions but the error variable, set to code if code is not 0 and the
 // variable is configured. It counts the NOTIFY answered.
 func (d *Dispatcher) answer(c pipeline.Conn, s *session, sid, fid uint64, code int) {
-	var a Actions
+	var a spoe.Actions
 	ack, start := codec.BeginFrame(nil, codec.Header{Type: codec.FrameAck, Flags: codec.FlagFin, StreamID: sid, FrameID: fid})
-	a.reset(ack)
+	spoe.Begin(key, &a, ack)
 	if ev := d.cfg.ErrorVar; code != 0 && ev.Name != "" {
 		a.SetInt(ev.Scope, ev.Name, int64(code))
 	}
-	ack = a.buf
+	ack = spoe.Encoded(key, &a)
 	_, _ = codec.FinishFrame(ack, start, codec.MaxFrameLen)
 	if !c.Reply(ack[start:]) && s.async {
 		d.forward(s, ack[start:])
@@ -513,8 +514,7 @@ func (d *Dispatcher) run(t *task, ctxs *hctx.Slab) {
 	s := t.s
 	ack, start := codec.BeginFrame(t.ack[:0], codec.Header{Type: codec.FrameAck, Flags: codec.FlagFin, StreamID: t.sid, FrameID: t.fid})
 	hdrEnd := len(ack)
-	t.acts.reset(ack)
-	t.msg.streamID, t.msg.frameID, t.msg.engineID = t.sid, t.fid, s.engineID
+	spoe.Begin(key, &t.acts, ack)
 	code := 0
 	for i := range t.note.Messages {
 		m := &t.note.Messages[i]
@@ -525,7 +525,7 @@ func (d *Dispatcher) run(t *task, ctxs *hctx.Slab) {
 		if t.state.Load() != tsRunning {
 			break // answered at its deadline: the rest would be dropped
 		}
-		t.msg.name, t.msg.m = name, m
+		spoe.Bind(key, &t.msg, name, m, t.sid, t.fid, s.engineID)
 		var t0 time.Time
 		if d.timed {
 			t0 = time.Now()
@@ -535,31 +535,31 @@ func (d *Dispatcher) run(t *task, ctxs *hctx.Slab) {
 			d.cfg.Observer.Message(name, time.Since(t0), c)
 		}
 		if c != 0 {
-			t.acts.failed(c)
+			spoe.Failed(key, &t.acts, c)
 			if code == 0 {
 				code = c
 			}
 		} else {
-			t.acts.forgetErrorVars()
+			spoe.Succeeded(key, &t.acts)
 		}
 	}
-	if err := t.acts.err; err != nil && code == 0 {
-		code = ErrCodeAction
+	if err := t.acts.Err(); err != nil && code == 0 {
+		code = spoe.ErrCodeAction
 		d.log.Warn("invalid action dropped", zap.String("message", t.msg.Name()), zap.Error(err))
 	}
 	ev := d.cfg.ErrorVar
 	if code != 0 && ev.Name != "" {
 		t.acts.SetInt(ev.Scope, ev.Name, int64(code))
 	}
-	ack = t.acts.buf
+	ack = spoe.Encoded(key, &t.acts)
 	if _, err := codec.FinishFrame(ack, start, s.limit); err != nil {
 		d.log.Warn("actions do not fit in one ACK: sending none",
 			zap.String("message", t.msg.Name()), zap.Int("bytes", len(ack)-start), zap.Uint32("limit", s.limit))
-		t.acts.reset(ack[:hdrEnd])
+		spoe.Begin(key, &t.acts, ack[:hdrEnd])
 		if ev.Name != "" {
-			t.acts.SetInt(ev.Scope, ev.Name, ErrCodeTooLarge)
+			t.acts.SetInt(ev.Scope, ev.Name, spoe.ErrCodeTooLarge)
 		}
-		ack = t.acts.buf
+		ack = spoe.Encoded(key, &t.acts)
 		_, _ = codec.FinishFrame(ack, start, codec.MaxFrameLen)
 	}
 	t.ack = ack
@@ -578,7 +578,7 @@ func (d *Dispatcher) run(t *task, ctxs *hctx.Slab) {
 }
 
 // route returns the handler of a message name and the registered name.
-func (d *Dispatcher) route(name []byte) (Handler, string) {
+func (d *Dispatcher) route(name []byte) (spoe.Handler, string) {
 	if r, ok := d.routes[string(name)]; ok {
 		return r.h, r.name
 	}
@@ -587,8 +587,8 @@ func (d *Dispatcher) route(name []byte) (Handler, string) {
 
 // asPanic returns err's *PanicError, if any. (A function of its own: the
 // pointer errors.As fills escapes, and must only be allocated on failure.)
-func asPanic(err error) *PanicError {
-	var pe *PanicError
+func asPanic(err error) *spoe.PanicError {
+	var pe *spoe.PanicError
 	if errors.As(err, &pe) {
 		return pe
 	}
@@ -599,20 +599,20 @@ func asPanic(err error) *PanicError {
 // into an ErrCode. A handler that panicked or missed its deadline loses the
 // actions it added: they are stale, and on HAProxy 2.6/3.0 a frame-id can be
 // reused after a failed event, so a late answer could land on the next one.
-func (d *Dispatcher) call(t *task, h Handler, ctxs *hctx.Slab) (code int) {
-	mark, n := len(t.acts.buf), t.acts.n
+func (d *Dispatcher) call(t *task, h spoe.Handler, ctxs *hctx.Slab) (code int) {
+	mark := spoe.MarkOf(key, &t.acts)
 	ctx := ctxs.GetManaged(&d.ctxs, t.s.parent, t.due)
 	t.cur.Store(ctx)
 	defer func() {
 		if p := recover(); p != nil {
 			ctx.Finish()
 			t.cur.Store(nil)
-			t.acts.buf, t.acts.n = t.acts.buf[:mark], n
+			spoe.Rollback(key, &t.acts, mark)
 			if ce := d.log.Check(zap.ErrorLevel, "handler panicked"); ce != nil {
 				// The stack is taken only when the line is logged.
 				ce.Write(zap.String("message", t.msg.Name()), zap.Any("panic", p), zap.Stack("stack"))
 			}
-			code = ErrCodePanic
+			code = spoe.ErrCodePanic
 		}
 	}()
 	err := h.HandleMessage(ctx, &t.msg, &t.acts)
@@ -627,18 +627,18 @@ func (d *Dispatcher) call(t *task, h Handler, ctxs *hctx.Slab) (code int) {
 	switch {
 	case pe != nil:
 		// A Recover middleware caught the panic and made it an error.
-		t.acts.buf, t.acts.n = t.acts.buf[:mark], n
+		spoe.Rollback(key, &t.acts, mark)
 		d.log.Error("handler panicked", zap.String("message", t.msg.Name()),
 			zap.Any("panic", pe.Value), zap.ByteString("stack", pe.Stack))
-		code = ErrCodePanic
+		code = spoe.ErrCodePanic
 	case late || errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled):
-		t.acts.buf, t.acts.n = t.acts.buf[:mark], n
-		code = ErrCodeTimeout
+		spoe.Rollback(key, &t.acts, mark)
+		code = spoe.ErrCodeTimeout
 		if ce := d.log.Check(zap.WarnLevel, "handler missed its deadline"); ce != nil {
 			ce.Write(zap.String("message", t.msg.Name()), zap.Duration("timeout", d.cfg.Timeout), zap.NamedError("returned", err))
 		}
 	default:
-		code = ErrCodeHandler
+		code = spoe.ErrCodeHandler
 		d.log.Warn("handler failed", zap.String("message", t.msg.Name()), zap.Error(err))
 	}
 	return code

@@ -10,7 +10,7 @@ import (
 	"github.com/spoe-forge/spoe-forge/internal/hctx"
 	"github.com/spoe-forge/spoe-forge/pkg/agent"
 	"github.com/spoe-forge/spoe-forge/pkg/codec"
-	"github.com/spoe-forge/spoe-forge/pkg/dispatch"
+	"github.com/spoe-forge/spoe-forge/pkg/spoe"
 )
 
 // Result is what a handler did with one message (Call): the actions the
@@ -103,8 +103,8 @@ func Call(ctx context.Context, h agent.HandlerFunc, m Message) (*Result, error) 
 		deadline = time.Now().Add(agent.DefaultTimeout)
 	}
 	hc := hctx.New(ctx, deadline)
-	msg := dispatch.NewMessage(m.Name, &n.Messages[0])
-	acts := dispatch.NewActions()
+	msg := spoe.NewMessage(m.Name, &n.Messages[0])
+	acts := spoe.NewActions()
 	res := &Result{}
 	func() {
 		defer func() { res.Panic = recover() }()

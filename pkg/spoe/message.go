@@ -1,4 +1,4 @@
-package dispatch
+package spoe
 
 import (
 	"net/netip"
@@ -6,7 +6,10 @@ import (
 	"github.com/spoe-forge/spoe-forge/pkg/codec"
 )
 
-// Message is one SPOE message of a NOTIFY, as a handler sees it.
+// Message is one SPOE message of a NOTIFY, as a handler sees it: its name
+// and its arguments, read by name with typed accessors. Every accessor
+// returns an ok flag and never panics; a missing header or a sample HAProxy
+// could not fetch arrives as NULL.
 //
 // A Message, and every []byte obtained from it, is valid only until the
 // handler returns: it aliases the frame, which is reused afterwards. Copy what
@@ -134,7 +137,7 @@ func (m *Message) FrameID() uint64 { return m.frameID }
 func (m *Message) EngineID() string { return m.engineID }
 
 // NewMessage wraps a decoded message, for tests and tools that call handlers
-// directly.
+// directly (pkg/spoetest builds one from arguments).
 func NewMessage(name string, m *codec.Message) *Message {
 	return &Message{name: name, m: m}
 }

@@ -1,13 +1,10 @@
-package dispatch
+package spoe
 
 import (
 	"net/netip"
 
 	"github.com/spoe-forge/spoe-forge/pkg/codec"
 )
-
-// Scope is the scope of a variable an ACK sets or unsets.
-type Scope = codec.Scope
 
 // Actions collects the variables a handler sets and unsets; they are encoded
 // straight into the ACK frame, with no intermediate list. The first invalid
