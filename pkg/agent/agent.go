@@ -12,13 +12,11 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/spoe-forge/spoe-forge/internal/bufpool"
 	"github.com/spoe-forge/spoe-forge/pkg/codec"
 	"github.com/spoe-forge/spoe-forge/pkg/conn"
 	"github.com/spoe-forge/spoe-forge/pkg/dispatch"
 	"github.com/spoe-forge/spoe-forge/pkg/observe"
 	"github.com/spoe-forge/spoe-forge/pkg/spoe"
-	"github.com/valyala/bytebufferpool"
 	"go.uber.org/zap"
 )
 
@@ -129,7 +127,6 @@ func (a *Agent) init() error {
 		if a.fallback != nil {
 			fallback = spoe.Chain(a.fallback, a.use...)
 		}
-		wbufs := new(bytebufferpool.Pool)
 		a.disp, a.initErr = dispatch.New(dispatch.Config{
 			Handlers:       handlers,
 			Fallback:       fallback,
@@ -141,7 +138,6 @@ func (a *Agent) init() error {
 			Base:           base,
 			Logger:         a.log,
 			Observer:       c.observer,
-			Buffers:        new(bytebufferpool.Pool),
 		})
 		a.connCfg = conn.Config{
 			MaxFrameSize: uint32(or(int(c.maxFrameSize), DefaultMaxFrameSize)),
@@ -156,8 +152,7 @@ func (a *Agent) init() error {
 			Rescue:       func(c *conn.Conn, frame []byte) { a.disp.Rescue(c, frame) },
 			Logger:       a.log,
 			Observer:     c.observer,
-			ReadBuffers:  new(bufpool.Pool),
-			WriteBuffers: wbufs,
+			Buffers:      conn.NewBuffers(),
 		}
 		a.ready.Store(true)
 	})

@@ -5,10 +5,10 @@ import "time"
 // ReadBuffersOutstanding returns how many read buffers are out of the
 // agent's pool, for tests that prove no path leaks one.
 func ReadBuffersOutstanding(a *Agent) int64 {
-	if a.connCfg.ReadBuffers == nil {
+	if a.connCfg.Buffers == nil {
 		return 0
 	}
-	return a.connCfg.ReadBuffers.Outstanding()
+	return a.connCfg.Buffers.ReadOutstanding()
 }
 
 // WithRefusalLogEvery sets how often refused connections may be logged at

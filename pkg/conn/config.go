@@ -76,11 +76,24 @@ type Config struct {
 	Healthcheck func() (ok bool, status codec.Status, message string)
 	// Observer receives the connection's events; nil means none.
 	Observer observe.Observer
-	// ReadBuffers and WriteBuffers are the pools of the reader and the
-	// writer; nil means private pools.
-	ReadBuffers  *bufpool.Pool
-	WriteBuffers *bytebufferpool.Pool
+	// Buffers are the pools of the readers and the writers, shared by
+	// the connections of one agent (NewBuffers); nil means private pools.
+	Buffers *Buffers
 }
+
+// Buffers holds the read and write buffer pools that connections share.
+type Buffers struct {
+	read  bufpool.Pool
+	write bytebufferpool.Pool
+}
+
+// NewBuffers returns empty pools.
+func NewBuffers() *Buffers { return new(Buffers) }
+
+// ReadOutstanding returns how many read buffers are out of the pool (held
+// by a reader, or by a NOTIFY not yet answered). Tests use it to prove
+// that no path leaks one.
+func (b *Buffers) ReadOutstanding() int64 { return b.read.Outstanding() }
 
 func (c *Config) withDefaults() *Config {
 	d := *c
@@ -113,11 +126,8 @@ func (c *Config) withDefaults() *Config {
 	if d.Observer == nil {
 		d.Observer = observe.Nop{}
 	}
-	if d.ReadBuffers == nil {
-		d.ReadBuffers = new(bufpool.Pool)
-	}
-	if d.WriteBuffers == nil {
-		d.WriteBuffers = new(bytebufferpool.Pool)
+	if d.Buffers == nil {
+		d.Buffers = NewBuffers()
 	}
 	return &d
 }

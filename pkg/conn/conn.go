@@ -254,7 +254,7 @@ func (c *Conn) linger() {
 // incomplete tail is copied into the next buffer. It returns why the
 // connection must end.
 func (c *Conn) readLoop() error {
-	pool := c.cfg.ReadBuffers
+	pool := &c.cfg.Buffers.read
 	size := minRead
 	buf := pool.Get(size)
 	defer func() { buf.Release() }()

@@ -10,7 +10,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/spoe-forge/spoe-forge/internal/bufpool"
 	"github.com/spoe-forge/spoe-forge/internal/pipeline"
 	"github.com/spoe-forge/spoe-forge/internal/spoptest"
 	"github.com/spoe-forge/spoe-forge/pkg/codec"
@@ -102,8 +101,8 @@ func TestManyFramesPerRead(t *testing.T) {
 	for i := range 500 {
 		stream = append(stream, spoptest.NotifyFrame(uint64(i), 1, spoptest.Msg{Name: "m"})...)
 	}
-	pool := new(bufpool.Pool)
-	c, res := serveOne(t, &Config{ReadBuffers: pool, MaxInFlight: 1000}, &echoDispatcher{})
+	pool := NewBuffers()
+	c, res := serveOne(t, &Config{Buffers: pool, MaxInFlight: 1000}, &echoDispatcher{})
 	c.Hello("pipelining", 16380)
 	c.Write(stream)
 	seen := map[uint64]bool{}
@@ -113,7 +112,7 @@ func TestManyFramesPerRead(t *testing.T) {
 	assert.Len(t, seen, 500)
 	require.NoError(t, c.NC.Close())
 	require.ErrorIs(t, <-res, io.EOF) // a clean end at a frame boundary
-	assert.Zero(t, pool.Outstanding(), "a read buffer was not returned")
+	assert.Zero(t, pool.ReadOutstanding(), "a read buffer was not returned")
 }
 
 // TestFramesUpToTheOffer: a frame larger than the size the agent answered

@@ -38,7 +38,7 @@ type outbox struct {
 }
 
 func (o *outbox) init(c *Conn) {
-	o.c, o.pool, o.obs = c, c.cfg.WriteBuffers, c.cfg.Observer
+	o.c, o.pool, o.obs = c, &c.cfg.Buffers.write, c.cfg.Observer
 	o.done = make(chan struct{})
 }
 

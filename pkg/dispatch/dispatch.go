@@ -53,8 +53,6 @@ type Config struct {
 	Logger *zap.Logger
 	// Observer receives reassembly and per-message events; nil means none.
 	Observer observe.Observer
-	// Buffers is the pool of reassembly and ACK buffers.
-	Buffers *bytebufferpool.Pool
 }
 
 // key opens pkg/spoe's engine hooks.
@@ -79,6 +77,8 @@ type Dispatcher struct {
 	timed  bool // an Observer wants per-message timings
 	pool   *ants.PoolWithFuncGeneric[struct{}]
 	ctxs   hctx.Alloc
+	// buffers holds reassembled NOTIFYs.
+	buffers bytebufferpool.Pool
 
 	// Scheduling state, under mu.
 	mu      sync.Mutex
@@ -119,9 +119,7 @@ func New(cfg Config) (*Dispatcher, error) {
 	if cfg.Observer == nil {
 		cfg.Observer = observe.Nop{}
 	}
-	if cfg.Buffers == nil {
-		cfg.Buffers = new(bytebufferpool.Pool)
-	}
+
 	if cfg.ErrorVar.Name != "" {
 		if _, err := codec.AppendSetVar(nil, cfg.ErrorVar.Scope, cfg.ErrorVar.Name, codec.Int64(0)); err != nil {
 			return nil, fmt.Errorf("dispatch: error variable: %w", err)
@@ -282,7 +280,7 @@ func (t *task) reset() {
 		t.rx = nil
 	}
 	if t.own != nil {
-		d.cfg.Buffers.Put(t.own)
+		d.buffers.Put(t.own)
 		t.own = nil
 	}
 	t.note.Reset()

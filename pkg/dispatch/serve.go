@@ -88,7 +88,7 @@ func (s *session) Dispatch(b *pipeline.Batch) error { return s.d.dispatch(s, b) 
 func (s *session) Close() {
 	d := s.d
 	for _, p := range s.partials {
-		d.cfg.Buffers.Put(p.buf)
+		d.buffers.Put(p.buf)
 	}
 	s.partials = nil
 	d.waitAnswered(s)
@@ -180,7 +180,7 @@ func (d *Dispatcher) dispatch(s *session, b *pipeline.Batch) error {
 			if len(f.Payload) > d.cfg.MaxMessageSize {
 				return ErrMessageTooBig
 			}
-			buf := d.cfg.Buffers.Get()
+			buf := d.buffers.Get()
 			buf.B = append(buf.B[:0], f.Payload...)
 			s.partials = append(s.partials, partial{sid: f.StreamID, fid: f.FrameID, frames: 1, buf: buf})
 		default: // FrameUnset: a continuation
@@ -224,7 +224,7 @@ func (s *session) remove(i int) {
 }
 
 func (s *session) drop(d *Dispatcher, i int) {
-	d.cfg.Buffers.Put(s.partials[i].buf)
+	d.buffers.Put(s.partials[i].buf)
 	s.remove(i)
 }
 
