@@ -39,4 +39,15 @@
 // Every error returned by this package is, or wraps, a [*Error] carrying the
 // SPOP status code that the agent sends in its AGENT-DISCONNECT; [StatusOf]
 // maps any error to that code. No input makes a decoder panic.
+//
+// # Stability
+//
+// This package is useful on its own (pkg/spoetest, cmd/bench and the
+// spoe-forge command build on it, and so can tools of yours), and it carries
+// the same promise as pkg/agent: from v1.0.0 on, within a major version, its
+// exported names change only compatibly. New frame types, value kinds, error
+// codes, fields and functions may be added; what a function returns for a
+// valid input does not change. The exceptions are the fields that exist for
+// reuse (the backing slices of Notify and Ack), whose capacity and contents
+// past their length are not part of the promise.
 package codec

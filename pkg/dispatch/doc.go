@@ -3,20 +3,32 @@
 // its handler. It never sees a socket: a connection is a [pipeline.Conn]
 // that hands over batches of frames and takes ACKs back.
 //
-// # Goroutines
+// # Goroutines and ownership
 //
-// [Dispatcher.Serve] runs in a goroutine of its own per connection (pkg/conn
-// starts it after the HELLO). It owns that connection's reassembly table and
-// decodes each NOTIFY into a task on the connection's run queue. The pool is
-// one fixed-capacity ants.PoolWithFuncGeneric shared by every connection,
-// invoked with the connection's session (never a closure); its workers take
-// tasks from the run queue until it is empty, run the handlers and encode the
-// ACKs. Before each task a worker makes sure another one is on its way if
-// more tasks wait, so a slow handler never holds up the ones behind it, while
-// a burst of fast ones costs about two invocations instead of one per
-// NOTIFY. [Dispatcher.Close] releases the pool.
+// [Dispatcher.Open] gives each connection a dispatcher stage, which its
+// reader goroutine calls for every batch of frames: the stage reassembles
+// fragmented NOTIFYs, decodes each NOTIFY into a task and queues the batch's
+// tasks, under one lock, on one FIFO run queue shared by every connection.
+// Workers from one fixed-capacity ants pool take tasks from that queue in
+// arrival order, run the handlers, encode the ACKs and hand them to the
+// connection. Before each task a worker makes sure another one is on its way
+// if more tasks wait, so that a slow handler never holds up the ones behind
+// it. A deadline watch (one timer) answers every NOTIFY whose handlers have
+// not returned by its deadline, with only the error variable, and drops the
+// late result. Each handler call gets a context of its own (internal/hctx),
+// ended when the handler returns, at its deadline or when its connection
+// dies, and valid to use afterwards.
 //
-// User-facing types ([Message], [Actions], [HandlerFunc]) are re-exported by
-// pkg/agent, which is the API we promise; this package carries no stability
-// promise of its own.
+// [Dispatcher.Close] releases the pool; [Dispatcher.Wait] waits, bounded by
+// its context, until no worker runs.
+//
+// # Stability
+//
+// The handler-facing types are defined in pkg/spoe and re-exported by
+// pkg/agent, which is the API we promise. This package is the engine's: it
+// carries no stability promise of its own, and exports what pkg/agent needs
+// to build and run a dispatcher (New, Config, Open, Rescue, Wait, Close, the
+// Running/Waiting gauges and its errors). The internal/pipeline types in the
+// signatures of Open and Rescue are the seam with pkg/conn: code outside this
+// module cannot name them.
 package dispatch
