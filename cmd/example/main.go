@@ -154,7 +154,7 @@ func run(f *flags, log *zap.Logger) error {
 	m := metrics.New(reg, "check-request")
 	opts := []agent.Option{
 		agent.WithLogger(log),
-		agent.WithErrorVar(agent.ScopeTransaction, "error"),
+		agent.WithErrorVar(agent.ScopeTransaction, "agent_error"),
 		agent.WithObserver(m),
 		agent.WithLameDuck(f.lameDuck),
 		agent.WithShutdownTimeout(f.shutdownTimeout),

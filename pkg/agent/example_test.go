@@ -20,7 +20,7 @@ func ExampleNew() {
 	a := agent.New(
 		agent.WithLogger(log),
 		agent.WithTimeout(200*time.Millisecond),
-		agent.WithErrorVar(agent.ScopeTransaction, "error"),
+		agent.WithErrorVar(agent.ScopeTransaction, "agent_error"),
 	)
 	blocked := netip.MustParsePrefix("192.0.2.0/24")
 	a.Message("check-request", func(ctx context.Context, m *agent.Message, act *agent.Actions) error {
