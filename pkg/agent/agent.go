@@ -260,8 +260,8 @@ func orDur(v, def time.Duration) time.Duration {
 // not (ErrSocketInUse), the file gets WithSocketMode's mode and is removed
 // when the agent stops.
 func (a *Agent) ListenAndServe(addr string) error {
-	if err := a.init(); err != nil {
-		return err // before listening: nothing to undo
+	if err := a.cfg.check(); err != nil {
+		return err // before listening, as Serve would
 	}
 	l, err := a.listen(addr)
 	if err != nil {
@@ -540,7 +540,7 @@ func (a *Agent) release() {
 // gracefully within the shutdown timeout (WithShutdownTimeout). It returns
 // nil after a clean shutdown.
 func (a *Agent) Run(addr string) error {
-	if err := a.init(); err != nil {
+	if err := a.cfg.check(); err != nil {
 		return err
 	}
 	l, err := a.listen(addr)
