@@ -97,7 +97,7 @@ spoe-message e2e-ctx
     event on-frontend-http-request
 `,
 			Frontend: `
-    http-request return status 200 content-type text/plain lf-string "a=%[var(txn.e2e.a,ABSENT)]\nb=%[var(txn.e2e.b,ABSENT)]\nerror=%[var(txn.e2e.agent_error,ABSENT)]\nspoe_error=%[var(txn.e2e.spoe_error,ABSENT)]\n"
+    http-request return status 200 content-type text/plain lf-string "a=%[var(txn.e2e.a,ABSENT)]\nb=%[var(txn.e2e.b,ABSENT)]\nagent_error=%[var(txn.e2e.agent_error,ABSENT)]\nspoe_error=%[var(txn.e2e.spoe_error,ABSENT)]\n"
 `,
 		}
 		startHAProxy(t, bin, c)

@@ -400,7 +400,7 @@ spoe-message e2e-size
     event on-frontend-http-request
 `,
 			Frontend: `
-    http-request return status 200 content-type text/plain lf-string "biglen=%[var(txn.e2e.big),length]\nerror=%[var(txn.e2e.agent_error,ABSENT)]\nspoe_error=%[var(txn.e2e.spoe_error,ABSENT)]\n"
+    http-request return status 200 content-type text/plain lf-string "biglen=%[var(txn.e2e.big),length]\nagent_error=%[var(txn.e2e.agent_error,ABSENT)]\nspoe_error=%[var(txn.e2e.spoe_error,ABSENT)]\n"
 `,
 		}
 		startHAProxy(t, bin, c)
