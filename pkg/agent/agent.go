@@ -137,8 +137,9 @@ func isNil(h Handler) bool {
 	return h == nil || ok && f == nil
 }
 
-// mustNotServe panics if the agent has started: what method registers
-// would be ignored. The caller holds mu.
+// mustNotServe panics if the agent has started: handlers were composed
+// then, and a registration now would never take effect. what names the
+// call. The caller holds mu.
 func (a *Agent) mustNotServe(what string) {
 	if a.frozen {
 		panic("spoe-forge: " + what + " after the agent started serving or was stopped: register handlers and middleware before Serve, ListenAndServe or Run")
