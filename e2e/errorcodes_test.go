@@ -53,15 +53,17 @@ type errCase struct {
 //     (a 64-byte name); HAProxy's own variable stays unset, since the agent
 //     answered in time;
 //   - HAProxy's ("option set-on-error spoe_error"): 1 "timeout processing"
-//     shorter than the handler; 2 no agent reachable (every server DOWN);
-//     3 an event larger than the spoe-agent's max-frame-size; 256+N an
-//     AGENT-DISCONNECT with status N while the event is in flight (a proxy
-//     between HAProxy and the agent sends it: 0, what a drain that crosses
-//     a NOTIFY sends, and 100, an agent-specific status); 259 (256+3) an
-//     event larger than the agent's smaller answer to HAProxy's
-//     max-frame-size offer. The agent's variable stays unset.
+//     shorter than the handler; 2 no agent reachable (every server DOWN;
+//     3.1+ say 257); 3 an event larger than the spoe-agent's
+//     max-frame-size; 256+N an AGENT-DISCONNECT with status N while the
+//     event is in flight (a proxy between HAProxy and the agent sends it:
+//     0, what a drain that crosses a NOTIFY sends, which 3.1+ report as
+//     257, and 100, an agent-specific status); 259 (256+3) an event larger
+//     than the agent's smaller answer to HAProxy's max-frame-size offer.
+//     The agent's variable stays unset.
 //
-// The values a version cannot produce are skipped there with the reason.
+// Where versions differ, the case says what each shows; a value a version
+// cannot produce is skipped there, with the reason.
 // Each SPOE engine of the configuration has its own agent backend, so that
 // what one case does to its connections cannot reach another case.
 func TestE2E_ErrorCodes(t *testing.T) {
@@ -119,8 +121,8 @@ func TestE2E_ErrorCodes(t *testing.T) {
 			noFrag = "    no option send-frag-payload\n"
 		}
 		// engine returns an SPOE engine of its own: a spoe-agent that sends
-		// the message e2e-err when X-Case is hdr, to backend be, with the
-		// same var-prefix and set-on-error as the others.
+		// the message e2e-err when X-Case is the engine's name, to backend
+		// be, with the same var-prefix and set-on-error as the others.
 		engine := func(name, be, processing, extra string) string {
 			return fmt.Sprintf(`
 [%[1]s]
