@@ -263,7 +263,7 @@ CFG
 		cat <<CFG
     filter spoe engine bench config $abs_out/e2e/spoe.conf
     http-request return status 200 content-type text/plain lf-string "score=%[var(txn.bench.score)] ok=%[var(txn.bench.ok)]" if { var(txn.bench.score) -m found } { var(txn.bench.ok) -m bool }
-    http-request return status 500 content-type text/plain lf-string "spoe error=%[var(txn.bench.error)]"
+    http-request return status 500 content-type text/plain lf-string "spoe_error=%[var(txn.bench.spoe_error)] agent_error=%[var(txn.bench.agent_error)]"
 backend be_spoa
     mode $([[ $version == 2.6 ]] && echo tcp || echo spop)
     timeout connect 5s
@@ -281,7 +281,7 @@ cat >"$out/e2e/spoe.conf" <<CFG
 spoe-agent bench-agent
     messages check-request
     option var-prefix bench
-    option set-on-error error
+    option set-on-error spoe_error
     timeout hello 2s
     timeout idle 2m
     timeout processing 1s
@@ -365,7 +365,7 @@ frontend fe
     filter spoe engine ratelimit config $root/examples/ratelimit/spoe.conf
     http-request deny deny_status 429 if { var(txn.ratelimit.limited) -m bool }
     http-request return status 200 content-type text/plain lf-string "remaining=%[var(txn.ratelimit.remaining)]" if { var(txn.ratelimit.remaining) -m found }
-    http-request return status 500 content-type text/plain lf-string "spoe error=%[var(txn.ratelimit.error)]"
+    http-request return status 500 content-type text/plain lf-string "spoe_error=%[var(txn.ratelimit.spoe_error)] agent_error=%[var(txn.ratelimit.agent_error)]"
 backend be_spoe_agents
     mode spop
     timeout connect 5s

@@ -176,7 +176,7 @@ frontend fe
     bind 127.0.0.1:$FE_PORT
     filter spoe engine bench config $out/e2e/spoe.conf
     http-request return status 200 content-type text/plain lf-string "score=%[var(txn.bench.score)] ok=%[var(txn.bench.ok)]" if { var(txn.bench.score) -m found } { var(txn.bench.ok) -m bool }
-    http-request return status 500 content-type text/plain lf-string "spoe error=%[var(txn.bench.error)]"
+    http-request return status 500 content-type text/plain lf-string "spoe_error=%[var(txn.bench.spoe_error)] agent_error=%[var(txn.bench.agent_error)]"
 backend be_spoa
     mode $([[ $version == 2.6 ]] && echo tcp || echo spop)
     timeout connect 5s
@@ -189,7 +189,7 @@ cat >"$out/e2e/spoe.conf" <<CFG
 spoe-agent bench-agent
     messages check-request
     option var-prefix bench
-    option set-on-error error
+    option set-on-error spoe_error
     timeout hello 2s
     timeout idle 2m
     timeout processing 1s

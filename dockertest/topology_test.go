@@ -138,6 +138,7 @@ func TestTopology(t *testing.T) {
 						require.Equal(t, c.score, r.header.Get("X-Score"))
 						require.Equal(t, c.allowed, r.header.Get("X-Access-Allowed"))
 						require.Empty(t, r.header.Get("X-Spoe-Error"))
+						require.Empty(t, r.header.Get("X-Agent-Error"))
 						if c.status == http.StatusForbidden {
 							require.Equal(t, before, backend.hitsOf(c.path), "a denied request must not reach the application")
 							return

@@ -40,6 +40,7 @@ func requireServedFor(t *testing.T, base string, p *haproxytest.Proc) {
 	require.Equal(t, http.StatusOK, r.status, r.body)
 	require.Equal(t, "/hello", r.header.Get("X-Test-Arg"), "HAProxy output:\n%s", p.Output())
 	require.Empty(t, r.header.Get("X-Spoe-Error"))
+	require.Empty(t, r.header.Get("X-Agent-Error"))
 	for end := time.Now().Add(15 * checkInter); time.Now().Before(end); time.Sleep(checkInter / 2) {
 		r := get(t, base, "/healthz")
 		require.Equal(t, http.StatusOK, r.status, "HAProxy output:\n%s", p.Output())

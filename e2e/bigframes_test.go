@@ -41,7 +41,7 @@ spoe-message e2e-body
     event on-frontend-http-request
 `,
 			Frontend: `
-    http-request return status 200 content-type text/plain lf-string "sha=%[var(txn.e2e.sha,ABSENT)]\nlen=%[var(txn.e2e.len,ABSENT)]\nerr=%[var(txn.e2e.spoe_err,ABSENT)]\n"
+    http-request return status 200 content-type text/plain lf-string "sha=%[var(txn.e2e.sha,ABSENT)]\nlen=%[var(txn.e2e.len,ABSENT)]\nerr=%[var(txn.e2e.spoe_error,ABSENT)]\n"
 `,
 		}
 		startHAProxy(t, bin, c)

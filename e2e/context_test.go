@@ -24,7 +24,7 @@ import (
 // net/http (which watches it from goroutines of its own), an errgroup of
 // two calls, and a goroutine that uses the context after the handler
 // returned. Through real HAProxy, under concurrent requests: no crash,
-// every request gets its variables, or error 3 when the service is slower
+// every request gets its variables, or the agent's error variable at 1003 (agent.ErrCodeTimeout) when the service is slower
 // than the handler's deadline, and every stale context reports its end.
 func TestE2E_HandlerCallsHTTPWithDerivedContext(t *testing.T) {
 	forEachVersion(t, func(t *testing.T, v haproxytest.Version, bin string) {
@@ -87,7 +87,7 @@ func TestE2E_HandlerCallsHTTPWithDerivedContext(t *testing.T) {
 				act.SetString(agent.ScopeTransaction, "b", b)
 				return nil
 			})
-		}, agent.WithTimeout(300*time.Millisecond), agent.WithErrorVar(agent.ScopeTransaction, "error"))
+		}, agent.WithTimeout(300*time.Millisecond), agent.WithErrorVar(agent.ScopeTransaction, "agent_error"))
 		c := &hapConfig{
 			V: v, FEPort: haproxytest.FreePort(t), AgentAddr: ta.Addr, Check: true,
 			Messages: "e2e-ctx",
@@ -97,7 +97,7 @@ spoe-message e2e-ctx
     event on-frontend-http-request
 `,
 			Frontend: `
-    http-request return status 200 content-type text/plain lf-string "a=%[var(txn.e2e.a,ABSENT)]\nb=%[var(txn.e2e.b,ABSENT)]\nerror=%[var(txn.e2e.error,ABSENT)]\nspoe_err=%[var(txn.e2e.spoe_err,ABSENT)]\n"
+    http-request return status 200 content-type text/plain lf-string "a=%[var(txn.e2e.a,ABSENT)]\nb=%[var(txn.e2e.b,ABSENT)]\nagent_error=%[var(txn.e2e.agent_error,ABSENT)]\nspoe_error=%[var(txn.e2e.spoe_error,ABSENT)]\n"
 `,
 		}
 		startHAProxy(t, bin, c)
@@ -117,17 +117,17 @@ spoe-message e2e-ctx
 					return err
 				}
 				vars := r.Vars()
-				if r.Status != 200 || vars["spoe_err"] != "ABSENT" {
+				if r.Status != 200 || vars["spoe_error"] != "ABSENT" {
 					return fmt.Errorf("%s: status %d, %q", path, r.Status, r.Body)
 				}
 				if strings.HasPrefix(path, "/slow") {
-					if vars["error"] != "3" || vars["a"] != "ABSENT" {
-						return fmt.Errorf("%s: want error 3 and no variables, got %q", path, r.Body)
+					if vars["agent_error"] != fmt.Sprint(agent.ErrCodeTimeout) || vars["a"] != "ABSENT" {
+						return fmt.Errorf("%s: want agent_error %d and no variables, got %q", path, agent.ErrCodeTimeout, r.Body)
 					}
 					slow.Add(1)
 					return nil
 				}
-				if vars["a"] != fmt.Sprint(len(path)) || vars["b"] != fmt.Sprint(len(path+"/again")) || vars["error"] != "ABSENT" {
+				if vars["a"] != fmt.Sprint(len(path)) || vars["b"] != fmt.Sprint(len(path+"/again")) || vars["agent_error"] != "ABSENT" {
 					return fmt.Errorf("%s: got %q", path, r.Body)
 				}
 				fast.Add(1)

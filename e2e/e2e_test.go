@@ -37,7 +37,7 @@ spoe-message e2e-never
     event on-frontend-http-request if { path /never }
 `,
 			Frontend: `
-    http-request return status 200 content-type text/plain lf-string "a1=%[srv_is_up(be_spoa/a1)]\nnbsrv=%[nbsrv(be_spoa)]\nd1=%[srv_is_up(be_dead/d1)]\nnbdead=%[nbsrv(be_dead)]\nerr=%[var(txn.e2e.spoe_err,ABSENT)]\n"
+    http-request return status 200 content-type text/plain lf-string "a1=%[srv_is_up(be_spoa/a1)]\nnbsrv=%[nbsrv(be_spoa)]\nd1=%[srv_is_up(be_dead/d1)]\nnbdead=%[nbsrv(be_dead)]\nerr=%[var(txn.e2e.spoe_error,ABSENT)]\n"
 `,
 			Extra: fmt.Sprintf(`
 backend be_dead
@@ -138,7 +138,7 @@ spoe-message e2e-types
     event on-frontend-http-request
 `,
 			Frontend: `
-    http-request return status 200 content-type text/plain lf-string "seen=%[var(txn.e2e.seen,ABSENT)]\nerr=%[var(txn.e2e.spoe_err,ABSENT)]\n"
+    http-request return status 200 content-type text/plain lf-string "seen=%[var(txn.e2e.seen,ABSENT)]\nerr=%[var(txn.e2e.spoe_error,ABSENT)]\n"
 `,
 		}
 		startHAProxy(t, bin, c)
@@ -233,10 +233,10 @@ spoe-message e2e-res
 `,
 			Frontend: `
     tcp-request session set-var(sess.e2e.pre) str(preset)
-    http-request return status 200 content-type text/plain lf-string "str=%[var(txn.e2e.str,ABSENT)]\nbin=%[var(txn.e2e.bin,ABSENT),hex]\nneg=%[var(txn.e2e.neg,ABSENT)]\nnegplus1=%[var(txn.e2e.neg),add(1)]\nbig=%[var(txn.e2e.big,ABSENT)]\nmin=%[var(txn.e2e.min,ABSENT)]\nbt=%[var(txn.e2e.bt,ABSENT)]\nbf=%[var(txn.e2e.bf,ABSENT)]\nv4=%[var(txn.e2e.v4,ABSENT)]\nv4net=%[var(txn.e2e.v4),ipmask(24)]\nv6=%[var(txn.e2e.v6,ABSENT)]\ngone=%[var(txn.e2e.gone,ABSENT)]\nsess=%[var(sess.e2e.sess,ABSENT)]\npre=%[var(sess.e2e.pre,ABSENT)]\nreq=%[var(req.e2e.req,ABSENT)]\nerr=%[var(txn.e2e.spoe_err,ABSENT)]\n" unless { path_beg /resp }
+    http-request return status 200 content-type text/plain lf-string "str=%[var(txn.e2e.str,ABSENT)]\nbin=%[var(txn.e2e.bin,ABSENT),hex]\nneg=%[var(txn.e2e.neg,ABSENT)]\nnegplus1=%[var(txn.e2e.neg),add(1)]\nbig=%[var(txn.e2e.big,ABSENT)]\nmin=%[var(txn.e2e.min,ABSENT)]\nbt=%[var(txn.e2e.bt,ABSENT)]\nbf=%[var(txn.e2e.bf,ABSENT)]\nv4=%[var(txn.e2e.v4,ABSENT)]\nv4net=%[var(txn.e2e.v4),ipmask(24)]\nv6=%[var(txn.e2e.v6,ABSENT)]\ngone=%[var(txn.e2e.gone,ABSENT)]\nsess=%[var(sess.e2e.sess,ABSENT)]\npre=%[var(sess.e2e.pre,ABSENT)]\nreq=%[var(req.e2e.req,ABSENT)]\nerr=%[var(txn.e2e.spoe_error,ABSENT)]\n" unless { path_beg /resp }
     http-response set-header X-Res "%[var(res.e2e.res,ABSENT)]"
     http-response set-header X-Txn-Str "%[var(txn.e2e.str,ABSENT)]"
-    http-response set-header X-Err "%[var(txn.e2e.spoe_err,ABSENT)]"
+    http-response set-header X-Err "%[var(txn.e2e.spoe_error,ABSENT)]"
     use_backend be_app if { path_beg /resp }
 `,
 			Extra: fmt.Sprintf(`
@@ -315,7 +315,7 @@ spoe-message e2e-echo
     event on-frontend-http-request
 `,
 			Frontend: `
-    http-request return status 200 content-type text/plain lf-string "id=%[req.hdr(x-req-id)]\necho=%[var(txn.e2e.echo,ABSENT)]\nerr=%[var(txn.e2e.spoe_err,ABSENT)]\n"
+    http-request return status 200 content-type text/plain lf-string "id=%[req.hdr(x-req-id)]\necho=%[var(txn.e2e.echo,ABSENT)]\nerr=%[var(txn.e2e.spoe_error,ABSENT)]\n"
 `,
 		}
 		startHAProxy(t, bin, c)
@@ -363,84 +363,13 @@ spoe-message e2e-echo
 	})
 }
 
-// TestE2E_ErrorVar: a handler that returns an error, one that panics and one
-// that runs past agent.WithTimeout (and returns its context's error) are
-// still acknowledged, with the agent's error variable set to 1, 2 and 3; the
-// ACK arrives in time, so HAProxy's own set-on-error variable stays unset.
-// Actions added before an error are kept, those added before a panic are
-// dropped. An invalid action (a 64-byte name) gives 5, and the handler's
-// other actions still apply.
-func TestE2E_ErrorVar(t *testing.T) {
-	forEachVersion(t, func(t *testing.T, v haproxytest.Version, bin string) {
-		const timeout = 300 * time.Millisecond
-		ta := startAgent(t, func(a *agent.Agent) {
-			a.Message("e2e-mode", func(ctx context.Context, m *agent.Message, act *agent.Actions) error {
-				mode, _ := m.String("mode")
-				act.SetString(agent.ScopeTransaction, "before", mode)
-				switch mode {
-				case "ok":
-					return nil
-				case "error":
-					return fmt.Errorf("the handler failed on purpose")
-				case "panic":
-					panic("the handler panicked on purpose")
-				case "timeout":
-					<-ctx.Done() // WithTimeout ends it
-					return ctx.Err()
-				case "badname":
-					// 64 bytes: longer than HAProxy can hold; the action is
-					// refused, the others are kept.
-					act.SetString(agent.ScopeTransaction, strings.Repeat("n", 64), "x")
-					return nil
-				}
-				return fmt.Errorf("unknown mode %q", mode)
-			})
-		}, agent.WithErrorVar(agent.ScopeTransaction, "error"), agent.WithTimeout(timeout))
-		c := &hapConfig{
-			V: v, FEPort: haproxytest.FreePort(t), AgentAddr: ta.Addr, Check: true,
-			Messages: "e2e-mode",
-			SPOE: `
-spoe-message e2e-mode
-    args mode=req.hdr(x-mode)
-    event on-frontend-http-request
-`,
-			Frontend: `
-    http-request return status 200 content-type text/plain lf-string "error=%[var(txn.e2e.error,ABSENT)]\nbefore=%[var(txn.e2e.before,ABSENT)]\nspoe_err=%[var(txn.e2e.spoe_err,ABSENT)]\n"
-`,
-		}
-		startHAProxy(t, bin, c)
-		cl := newClient(t, 1)
-		for _, tc := range []struct {
-			mode, err, before string
-		}{
-			{"ok", "ABSENT", "ok"},
-			{"error", "1", "error"},
-			{"panic", "2", "ABSENT"},
-			{"timeout", "3", "ABSENT"}, // a missed deadline drops the handler's (stale) actions
-			{"badname", "5", "badname"},
-		} {
-			t.Run(tc.mode, func(t *testing.T) {
-				start := time.Now()
-				r := mustDo(t, cl, "GET", c.URL("/"+tc.mode), hdr("X-Mode", tc.mode), nil)
-				took := time.Since(start)
-				require.Equal(t, 200, r.Status, r.Body)
-				require.Equal(t, map[string]string{"error": tc.err, "before": tc.before, "spoe_err": "ABSENT"}, r.Vars())
-				require.Less(t, took, 2*time.Second, "answered before HAProxy's timeout processing")
-				if tc.mode == "timeout" {
-					require.GreaterOrEqual(t, took, timeout, "the handler ran until its deadline")
-				}
-			})
-		}
-	})
-}
-
 // TestE2E_AckSize: the agent keeps every ACK's LENGTH at most the
 // negotiated max-frame-size - 1 (spop.md §2.2: 3.2 never processes an ACK of
 // exactly 16380 bytes with default buffers). A handler sizes one string
 // variable so that the ACK is exactly 16379 bytes: HAProxy applies it at
 // once. One byte more and the agent must refuse the actions (error variable
-// 4) rather than send a frame that 3.2 would leave unanswered until timeout
-// processing.
+// agent.ErrCodeTooLarge, 1004) rather than send a frame that 3.2 would leave
+// unanswered until timeout processing.
 func TestE2E_AckSize(t *testing.T) {
 	forEachVersion(t, func(t *testing.T, v haproxytest.Version, bin string) {
 		const mfs = codec.DefaultMaxFrameSize // HAProxy's default offer, echoed by the agent
@@ -461,7 +390,7 @@ func TestE2E_AckSize(t *testing.T) {
 				act.SetString(agent.ScopeTransaction, "big", strings.Repeat("x", n))
 				return nil
 			})
-		}, agent.WithErrorVar(agent.ScopeTransaction, "error"))
+		}, agent.WithErrorVar(agent.ScopeTransaction, "agent_error"))
 		c := &hapConfig{
 			V: v, FEPort: haproxytest.FreePort(t), AgentAddr: ta.Addr, Check: true,
 			Messages: "e2e-size",
@@ -471,7 +400,7 @@ spoe-message e2e-size
     event on-frontend-http-request
 `,
 			Frontend: `
-    http-request return status 200 content-type text/plain lf-string "biglen=%[var(txn.e2e.big),length]\nerror=%[var(txn.e2e.error,ABSENT)]\nspoe_err=%[var(txn.e2e.spoe_err,ABSENT)]\n"
+    http-request return status 200 content-type text/plain lf-string "biglen=%[var(txn.e2e.big),length]\nagent_error=%[var(txn.e2e.agent_error,ABSENT)]\nspoe_error=%[var(txn.e2e.spoe_error,ABSENT)]\n"
 `,
 		}
 		startHAProxy(t, bin, c)
@@ -481,9 +410,9 @@ spoe-message e2e-size
 			length int
 			want   map[string]string
 		}{
-			{"max", mfs - 1, map[string]string{"error": "ABSENT", "spoe_err": "ABSENT"}},
-			{"max+1", mfs, map[string]string{"biglen": "", "error": "4", "spoe_err": "ABSENT"}},
-			{"small", 1000, map[string]string{"error": "ABSENT", "spoe_err": "ABSENT"}},
+			{"max", mfs - 1, map[string]string{"agent_error": "ABSENT", "spoe_error": "ABSENT"}},
+			{"max+1", mfs, map[string]string{"biglen": "", "agent_error": fmt.Sprint(agent.ErrCodeTooLarge), "spoe_error": "ABSENT"}},
+			{"small", 1000, map[string]string{"agent_error": "ABSENT", "spoe_error": "ABSENT"}},
 		} {
 			t.Run(tc.name, func(t *testing.T) {
 				start := time.Now()

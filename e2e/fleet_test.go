@@ -61,7 +61,7 @@ defaults
 frontend fe_main
     bind {{.FE}}
     filter spoe engine fleet config {{.Dir}}/spoe.conf
-    http-request return status 200 content-type text/plain lf-string "arg=%[var(txn.fleet.test_arg,ABSENT)]\nerr=%[var(txn.fleet.error,ABSENT)]\n"
+    http-request return status 200 content-type text/plain lf-string "arg=%[var(txn.fleet.test_arg,ABSENT)]\nerr=%[var(txn.fleet.spoe_error,ABSENT)]\n"
 
 backend be_spoa
     mode {{if .V.Legacy}}tcp{{else}}spop{{end}}
@@ -83,7 +83,7 @@ var fleetSPOE = template.Must(template.New("spoe").Parse(`
 spoe-agent fleet-agent
     messages check-request
     option var-prefix fleet
-    option set-on-error error
+    option set-on-error spoe_error
 {{- if .V.Legacy}}
     timeout hello 2s
     timeout idle 60s

@@ -215,7 +215,7 @@ spoe-message hdrs-res
 `,
 			Frontend: `
     http-request set-var(txn.case) path,field(3,/)
-    http-response set-header X-Counts "%[var(txn.e2e.req_count,ABSENT)] %[var(txn.e2e.res_count,ABSENT)] %[var(txn.e2e.spoe_err,none)]"
+    http-response set-header X-Counts "%[var(txn.e2e.req_count,ABSENT)] %[var(txn.e2e.res_count,ABSENT)] %[var(txn.e2e.spoe_error,none)]"
     default_backend be_app
 `,
 			Extra: fmt.Sprintf(`

@@ -160,7 +160,7 @@ func formatLogs(entries []observer.LoggedEntry) string {
 }
 
 // hapConfig describes one HAProxy setup: a frontend fe_main on FEPort with
-// the SPOE filter (engine "e2e", var-prefix "e2e", set-on-error "spoe_err"),
+// the SPOE filter (engine "e2e", var-prefix "e2e", set-on-error "spoe_error"),
 // and the agent backend be_spoa pointing at AgentAddr.
 type hapConfig struct {
 	V         haproxytest.Version
@@ -238,7 +238,7 @@ var spoeTmpl = template.Must(template.New("spoe").Parse(`
 spoe-agent e2e-agent
     messages {{.Messages}}
     option var-prefix e2e
-    option set-on-error spoe_err
+    option set-on-error spoe_error
 {{- if .V.Legacy}}
     timeout hello 2s
     timeout idle 60s

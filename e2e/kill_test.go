@@ -37,7 +37,7 @@ spoe-message e2e-echo
     event on-frontend-http-request
 `,
 			Frontend: `
-    http-request return status 200 content-type text/plain lf-string "echo=%[var(txn.e2e.echo,ABSENT)]\nerr=%[var(txn.e2e.spoe_err,ABSENT)]\n"
+    http-request return status 200 content-type text/plain lf-string "echo=%[var(txn.e2e.echo,ABSENT)]\nerr=%[var(txn.e2e.spoe_error,ABSENT)]\n"
 `,
 		}
 		for round := range 2 {

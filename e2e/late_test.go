@@ -28,7 +28,7 @@ func (o *ackCounter) FrameOut(t codec.FrameType, _ int) {
 
 // TestE2E_LateHandlerAnsweredAtDeadline: a handler that ignores its context
 // and works past agent.WithTimeout gets its NOTIFY answered at the deadline,
-// with error code 3 and none of its actions, long before it returns; when it
+// with agent.ErrCodeTimeout (1003) and none of its actions, long before it returns; when it
 // does return, nothing more is sent.
 func TestE2E_LateHandlerAnsweredAtDeadline(t *testing.T) {
 	forEachVersion(t, func(t *testing.T, v haproxytest.Version, bin string) {
@@ -45,7 +45,7 @@ func TestE2E_LateHandlerAnsweredAtDeadline(t *testing.T) {
 				act.SetString(agent.ScopeTransaction, "before", "late")
 				return nil
 			})
-		}, agent.WithErrorVar(agent.ScopeTransaction, "error"), agent.WithTimeout(timeout), agent.WithObserver(&obs))
+		}, agent.WithErrorVar(agent.ScopeTransaction, "agent_error"), agent.WithTimeout(timeout), agent.WithObserver(&obs))
 		c := &hapConfig{
 			V: v, FEPort: haproxytest.FreePort(t), AgentAddr: ta.Addr, Check: true,
 			Messages: "e2e-late",
@@ -55,7 +55,7 @@ spoe-message e2e-late
     event on-frontend-http-request
 `,
 			Frontend: `
-    http-request return status 200 content-type text/plain lf-string "error=%[var(txn.e2e.error,ABSENT)]\nbefore=%[var(txn.e2e.before,ABSENT)]\nspoe_err=%[var(txn.e2e.spoe_err,ABSENT)]\n"
+    http-request return status 200 content-type text/plain lf-string "agent_error=%[var(txn.e2e.agent_error,ABSENT)]\nbefore=%[var(txn.e2e.before,ABSENT)]\nspoe_error=%[var(txn.e2e.spoe_error,ABSENT)]\n"
 `,
 		}
 		startHAProxy(t, bin, c)
@@ -66,9 +66,9 @@ spoe-message e2e-late
 		require.Equal(t, 200, r.Status, r.Body)
 		require.GreaterOrEqual(t, took, timeout)
 		require.Less(t, took, timeout+250*time.Millisecond, "answered at the deadline, not when the handler returned")
-		require.Equal(t, "ABSENT", r.Vars()["spoe_err"])
+		require.Equal(t, "ABSENT", r.Vars()["spoe_error"])
 		require.Equal(t, "ABSENT", r.Vars()["before"], "a late handler's actions are dropped")
-		require.Equal(t, "3", r.Vars()["error"], "HAProxy saw:\n%s", r.Body)
+		require.Equal(t, fmt.Sprint(agent.ErrCodeTimeout), r.Vars()["agent_error"], "HAProxy saw:\n%s", r.Body)
 		<-returned
 		time.Sleep(100 * time.Millisecond)
 		require.Equal(t, int64(1), obs.acks.Load(), "the handler's late result was sent as a second ACK")
@@ -85,7 +85,7 @@ spoe-message e2e-late
 // processing) and never late, so the response event gets its own answer.
 // With the earlier rule (ACK when the handler returns), run against 2.6, 3.0
 // and 3.2, the response event lost its answer on all three (X-Resp ABSENT,
-// X-Error 3 from the late ACK, X-Spoe-Err 1 from HAProxy's timeout).
+// X-Agent-Error 3 from the late ACK, X-Spoe-Error 1 from HAProxy's timeout).
 func TestE2E_LateHandlerDoesNotAnswerTheNextEvent(t *testing.T) {
 	forEachVersion(t, func(t *testing.T, v haproxytest.Version, bin string) {
 		const (
@@ -108,7 +108,7 @@ func TestE2E_LateHandlerDoesNotAnswerTheNextEvent(t *testing.T) {
 				act.SetString(agent.ScopeTransaction, "resp", "ok")
 				return nil
 			})
-		}, agent.WithErrorVar(agent.ScopeTransaction, "error"), agent.WithTimeout(timeout), agent.WithObserver(&obs))
+		}, agent.WithErrorVar(agent.ScopeTransaction, "agent_error"), agent.WithTimeout(timeout), agent.WithObserver(&obs))
 		appPort := haproxytest.FreePort(t)
 		c := &hapConfig{
 			V: v, FEPort: haproxytest.FreePort(t), AgentAddr: ta.Addr, Check: true,
@@ -125,8 +125,8 @@ spoe-message e2e-resp
     event on-http-response
 `,
 			Frontend: `
-    http-response set-header X-Error "%[var(txn.e2e.error,ABSENT)]"
-    http-response set-header X-Spoe-Err "%[var(txn.e2e.spoe_err,ABSENT)]"
+    http-response set-header X-Agent-Error "%[var(txn.e2e.agent_error,ABSENT)]"
+    http-response set-header X-Spoe-Error "%[var(txn.e2e.spoe_error,ABSENT)]"
     http-response set-header X-Req "%[var(txn.e2e.req,ABSENT)]"
     http-response set-header X-Resp "%[var(txn.e2e.resp,ABSENT)]"
     use_backend be_app
@@ -145,9 +145,9 @@ backend be_app
 		r := mustDo(t, cl, "GET", c.URL("/"), nil, nil)
 		require.Equal(t, 200, r.Status, r.Body)
 		h := func(k string) string { return r.Header.Get(k) }
-		require.Equal(t, "ok", h("X-Resp"), "the response event lost its answer (X-Error=%s X-Spoe-Err=%s)", h("X-Error"), h("X-Spoe-Err"))
-		require.Equal(t, "3", h("X-Error"), "the request event is answered at the agent's deadline")
-		require.Equal(t, "ABSENT", h("X-Spoe-Err"), "HAProxy never timed out")
+		require.Equal(t, "ok", h("X-Resp"), "the response event lost its answer (X-Agent-Error=%s X-Spoe-Error=%s)", h("X-Agent-Error"), h("X-Spoe-Error"))
+		require.Equal(t, fmt.Sprint(agent.ErrCodeTimeout), h("X-Agent-Error"), "the request event is answered at the agent's deadline")
+		require.Equal(t, "ABSENT", h("X-Spoe-Error"), "HAProxy never timed out")
 		require.Equal(t, "ABSENT", h("X-Req"))
 		<-reqDone
 		time.Sleep(100 * time.Millisecond)

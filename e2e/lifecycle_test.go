@@ -92,7 +92,7 @@ spoe-message e2e-echo
 		// Each generation's configuration says which one answered.
 		frontend := func(gen int) string {
 			return fmt.Sprintf(`
-    http-request return status 200 content-type text/plain lf-string "gen=%d\necho=%%[var(txn.e2e.echo,ABSENT)]\nerr=%%[var(txn.e2e.spoe_err,ABSENT)]\n"
+    http-request return status 200 content-type text/plain lf-string "gen=%d\necho=%%[var(txn.e2e.echo,ABSENT)]\nerr=%%[var(txn.e2e.spoe_error,ABSENT)]\n"
 `, gen)
 		}
 		c.Frontend = frontend(1)
@@ -225,7 +225,7 @@ spoe-message e2e-echo
     event on-frontend-http-request
 `,
 		Frontend: `
-    http-request return status 200 content-type text/plain lf-string "echo=%[var(txn.e2e.echo,ABSENT)]\nerr=%[var(txn.e2e.spoe_err,ABSENT)]\n"
+    http-request return status 200 content-type text/plain lf-string "echo=%[var(txn.e2e.echo,ABSENT)]\nerr=%[var(txn.e2e.spoe_error,ABSENT)]\n"
 `,
 	}
 	startHAProxy(t, bin, c)

@@ -106,7 +106,7 @@ spoe-message e2e-tls
 `
 
 const tlsFrontend = `
-    http-request return status 200 content-type text/plain lf-string "id=%[var(txn.e2e.id,ABSENT)]\nn=%[var(txn.e2e.n,ABSENT)]\nerr=%[var(txn.e2e.spoe_err,ABSENT)]\n"
+    http-request return status 200 content-type text/plain lf-string "id=%[var(txn.e2e.id,ABSENT)]\nn=%[var(txn.e2e.n,ABSENT)]\nerr=%[var(txn.e2e.spoe_error,ABSENT)]\n"
 `
 
 func registerTLS(a *agent.Agent) {

@@ -8,6 +8,10 @@
 //   - test_arg (string): the path, echoed back (the docker setup shows it as
 //     the X-Test-Arg response header).
 //
+// When the handler fails, the agent sets the txn variable agent_error to
+// its error code (1001 and up; HAProxy's own failures go to its
+// "set-on-error" variable, spoe_error in docker/'s configurations).
+//
 // A user agent containing "slow" makes the handler wait 500 ms, which shows
 // ACKs leaving out of order under pipelining.
 //
@@ -154,7 +158,7 @@ func run(f *flags, log *zap.Logger) error {
 	m := metrics.New(reg, "check-request")
 	opts := []agent.Option{
 		agent.WithLogger(log),
-		agent.WithErrorVar(agent.ScopeTransaction, "error"),
+		agent.WithErrorVar(agent.ScopeTransaction, "agent_error"),
 		agent.WithObserver(m),
 		agent.WithLameDuck(f.lameDuck),
 		agent.WithShutdownTimeout(f.shutdownTimeout),

@@ -257,10 +257,10 @@ func TestNotify(t *testing.T) {
 		},
 		{
 			name:   "a failing handler is still acknowledged",
-			server: func(t *testing.T) int { return echoAgent(t, agent.WithErrorVar(agent.ScopeTransaction, "error")) },
+			server: func(t *testing.T) int { return echoAgent(t, agent.WithErrorVar(agent.ScopeTransaction, "agent_error")) },
 			args:   []string{"--message", "fail"},
 			code:   exitAck,
-			stdout: []string{helloLine, "ack: stream-id 1, frame-id 1, 1 action", "set-var txn.error int64 1"},
+			stdout: []string{helloLine, "ack: stream-id 1, frame-id 1, 1 action", "set-var txn.agent_error int64 1001"},
 		},
 		{
 			name:   "HAProxy 2.6 style: stream-id 0, a fragmented NOTIFY",
@@ -272,11 +272,11 @@ func TestNotify(t *testing.T) {
 		},
 		{
 			name:   "actions too large for the agent's frame are dropped by the agent",
-			server: func(t *testing.T) int { return echoAgent(t, agent.WithErrorVar(agent.ScopeTransaction, "error")) },
+			server: func(t *testing.T) int { return echoAgent(t, agent.WithErrorVar(agent.ScopeTransaction, "agent_error")) },
 			args:   []string{"--style", "2.6", "--max-frame-size", "256", "--message", "echo", "--arg", "b=str:" + strings.Repeat("x", 200), "--arg", "c=str:" + strings.Repeat("y", 100)},
 			code:   exitAck,
 			stdout: []string{`hello: version 2.0, max-frame-size 256, capabilities "pipelining,fragmentation"`, "ack: stream-id 0, frame-id 1, 1 action",
-				"set-var txn.error int64 4"},
+				"set-var txn.agent_error int64 1004"},
 		},
 		{
 			name:   "HAProxy 3.2 style does not fragment",

@@ -42,6 +42,7 @@ func TestE2E(t *testing.T) {
 			r := st.MustGet(t, "/")
 			require.Equal(t, tt.want, r.Status, "list %q: %s", tt.list, r.Body)
 			require.Empty(t, r.Header.Get("X-Spoe-Error"))
+			require.Empty(t, r.Header.Get("X-Agent-Error"))
 		}
 
 		t.Run("agent down: fail open", func(t *testing.T) {

@@ -36,7 +36,7 @@ func (c *checker) Store(l *list) { c.list.Store(l) }
 func (c *checker) HandleMessage(_ context.Context, m *agent.Message, act *agent.Actions) error {
 	ip, ok := m.IP("ip")
 	if !ok {
-		return errNoIP // the agent sets txn.blocklist.error
+		return errNoIP // the agent sets txn.blocklist.agent_error
 	}
 	act.SetBool(agent.ScopeTransaction, varBlocked, c.list.Load().Contains(ip))
 	return nil

@@ -47,7 +47,7 @@ func TestAgent(t *testing.T) {
 
 	msg := spoetest.NewMessage("check-ip", spoetest.IP("ip", "192.0.2.1"))
 	require.Equal(t, map[string]any{"txn.blocked": true}, cl.Notify(msg).Map())
-	require.Equal(t, map[string]any{"txn.error": int64(agent.ErrCodeHandler)}, cl.Notify(spoetest.NewMessage("check-ip")).Map())
+	require.Equal(t, map[string]any{"txn.agent_error": int64(agent.ErrCodeHandler)}, cl.Notify(spoetest.NewMessage("check-ip")).Map())
 
 	l, err = parse("198.51.100.0/24")
 	require.NoError(t, err)

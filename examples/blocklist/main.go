@@ -63,12 +63,12 @@ func main() {
 }
 
 // newAgent returns the agent: c handles the check-ip message of spoe.conf,
-// and a failing handler sets txn.blocklist.error.
+// and a failing handler sets txn.blocklist.agent_error.
 func newAgent(log *zap.Logger, c *checker) *agent.Agent {
 	a := agent.New(
 		agent.WithLogger(log),
 		agent.WithTimeout(timeout),
-		agent.WithErrorVar(agent.ScopeTransaction, "error"),
+		agent.WithErrorVar(agent.ScopeTransaction, "agent_error"),
 	)
 	a.Handle("check-ip", c)
 	return a

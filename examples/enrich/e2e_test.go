@@ -56,6 +56,7 @@ func TestE2E(t *testing.T) {
 				require.Equal(t, ids[0], r.Header.Get("X-Request-Id"), "the client gets the id back")
 				require.Equal(t, []string{strconv.Itoa(tt.risk)}, r.Echoed.Header.Values("X-Risk-Score"))
 				require.Empty(t, r.Header.Get("X-Spoe-Error"))
+				require.Empty(t, r.Header.Get("X-Agent-Error"))
 			})
 		}
 	})

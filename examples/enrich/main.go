@@ -38,12 +38,12 @@ func main() {
 }
 
 // newAgent returns the agent: an enricher handles the enrich message of
-// spoe.conf, and a failing handler sets txn.enrich.error.
+// spoe.conf, and a failing handler sets txn.enrich.agent_error.
 func newAgent(log *zap.Logger) *agent.Agent {
 	a := agent.New(
 		agent.WithLogger(log),
 		agent.WithTimeout(timeout),
-		agent.WithErrorVar(agent.ScopeTransaction, "error"),
+		agent.WithErrorVar(agent.ScopeTransaction, "agent_error"),
 	)
 	a.Handle("enrich", enricher{})
 	return a

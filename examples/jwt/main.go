@@ -51,7 +51,7 @@ func main() {
 }
 
 // newAgent returns the agent: the verifier handles the check-token message
-// of spoe.conf, and a failing handler sets txn.auth.error.
+// of spoe.conf, and a failing handler sets txn.auth.agent_error.
 func newAgent(log *zap.Logger, c config) (*agent.Agent, error) {
 	v, err := newVerifier(c)
 	if err != nil {
@@ -60,7 +60,7 @@ func newAgent(log *zap.Logger, c config) (*agent.Agent, error) {
 	a := agent.New(
 		agent.WithLogger(log),
 		agent.WithTimeout(timeout),
-		agent.WithErrorVar(agent.ScopeTransaction, "error"),
+		agent.WithErrorVar(agent.ScopeTransaction, "agent_error"),
 	)
 	a.Handle("check-token", v)
 	return a, nil

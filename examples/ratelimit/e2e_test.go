@@ -44,6 +44,7 @@ func TestE2E(t *testing.T) {
 			require.Equal(t, want.remaining, r.Header.Get("X-RateLimit-Remaining"), "request %d", i)
 			require.Equal(t, want.retryAfter, r.Header.Get("Retry-After"), "request %d", i)
 			require.Empty(t, r.Header.Get("X-Spoe-Error"))
+			require.Empty(t, r.Header.Get("X-Agent-Error"))
 		}
 
 		t.Run("agent down: fail open", func(t *testing.T) {

@@ -14,6 +14,7 @@ import (
 	"github.com/spoe-forge/spoe-forge/internal/fleettest"
 	"github.com/spoe-forge/spoe-forge/internal/haproxytest"
 	"github.com/spoe-forge/spoe-forge/internal/redistest"
+	"github.com/spoe-forge/spoe-forge/pkg/agent"
 	"github.com/stretchr/testify/require"
 )
 
@@ -37,7 +38,8 @@ frontend fe_web
     filter spoe engine ratelimit config {{.SPOE}}
     http-request deny deny_status 429 hdr Retry-After "%[var(txn.ratelimit.retry_after)]" if { var(txn.ratelimit.limited) -m bool }
     http-after-response set-header X-RateLimit-Remaining "%[var(txn.ratelimit.remaining)]" if { var(txn.ratelimit.remaining) -m found }
-    http-after-response set-header X-Spoe-Error "%[var(txn.ratelimit.error)]" if { var(txn.ratelimit.error) -m found }
+    http-after-response set-header X-Spoe-Error "%[var(txn.ratelimit.spoe_error)]" if { var(txn.ratelimit.spoe_error) -m found }
+    http-after-response set-header X-Agent-Error "%[var(txn.ratelimit.agent_error)]" if { var(txn.ratelimit.agent_error) -m found }
     http-request return status 200 content-type text/plain string "ok"
 
 backend be_spoe_agents
@@ -92,9 +94,10 @@ func startFleet(t *testing.T, v haproxytest.Version, bin string, args ...string)
 
 // verdict is what one request got.
 type verdict struct {
-	status int
-	err    string // X-Spoe-Error
-	took   time.Duration
+	status   int
+	spoeErr  string // X-Spoe-Error: HAProxy's set-on-error
+	agentErr string // X-Agent-Error: the agent's WithErrorVar
+	took     time.Duration
 }
 
 func (f *fleetStack) get(t *testing.T) verdict {
@@ -103,12 +106,14 @@ func (f *fleetStack) get(t *testing.T) verdict {
 	r, err := f.client.Get("http://" + f.FE + "/")
 	require.NoError(t, err)
 	_ = r.Body.Close()
-	return verdict{r.StatusCode, r.Header.Get("X-Spoe-Error"), time.Since(start)}
+	return verdict{r.StatusCode, r.Header.Get("X-Spoe-Error"), r.Header.Get("X-Agent-Error"), time.Since(start)}
 }
 
 // count sends n requests, one after the other, from one client (this
 // process: 127.0.0.1), and counts the answers by status, and those
-// carrying X-Spoe-Error. It returns the slowest request too.
+// carrying X-Agent-Error (the handler failed: 1001, or 1003 when the
+// store's own timeout lost the race with the agent's deadline). It fails
+// the test on an X-Spoe-Error: HAProxy always got an answer in time. It returns the slowest request too.
 func (f *fleetStack) count(t *testing.T, n int) (ok, limited, errs int, slowest time.Duration) {
 	t.Helper()
 	for range n {
@@ -121,7 +126,9 @@ func (f *fleetStack) count(t *testing.T, n int) (ok, limited, errs int, slowest 
 		default:
 			t.Fatalf("status %d", v.status)
 		}
-		if v.err != "" {
+		require.Empty(t, v.spoeErr, "HAProxy's set-on-error: the agent did not answer in time")
+		if v.agentErr != "" {
+			require.Contains(t, []string{fmt.Sprint(agent.ErrCodeHandler), fmt.Sprint(agent.ErrCodeTimeout)}, v.agentErr, "the agent's error variable")
 			errs++
 		}
 		slowest = max(slowest, v.took)
@@ -134,7 +141,7 @@ func (f *fleetStack) count(t *testing.T, n int) (ok, limited, errs int, slowest 
 // in-process store each agent counts alone, and the client gets up to 3 ×
 // 20; with one Redis shared by the agents it gets exactly 20. Then Redis
 // is killed: the agents' fail-closed policy limits every request, with
-// X-Spoe-Error set, and none waits past "timeout processing" (200 ms);
+// the agent's error variable set (X-Agent-Error: 1001), and none waits past "timeout processing" (200 ms);
 // Redis restarted (empty), the client gets its 20 again, and no more.
 func TestFleetGlobalLimit(t *testing.T) {
 	const burst, n = 20, 90
@@ -162,13 +169,13 @@ func TestFleetGlobalLimit(t *testing.T) {
 
 			require.NoError(t, rs.Kill())
 			ok, limited, errs, slowest := f.count(t, 30)
-			t.Logf("HAProxy %s, Redis killed: %d allowed, %d limited, %d with X-Spoe-Error, slowest %v", v, ok, limited, errs, slowest)
+			t.Logf("HAProxy %s, Redis killed: %d allowed, %d limited, %d with X-Agent-Error, slowest %v", v, ok, limited, errs, slowest)
 			require.Zero(t, ok, "fail closed")
 			require.Equal(t, 30, errs, "every answer says the store failed")
 			require.Less(t, slowest, 200*time.Millisecond, "a request waited past timeout processing")
 
 			require.NoError(t, rs.Restart())
-			require.Eventually(t, func() bool { return f.get(t).err == "" }, 10*time.Second, 50*time.Millisecond, "no recovery once Redis is back")
+			require.Eventually(t, func() bool { v := f.get(t); return v.agentErr == "" && v.spoeErr == "" }, 10*time.Second, 50*time.Millisecond, "no recovery once Redis is back")
 			ok, _, errs, _ = f.count(t, 40)
 			t.Logf("HAProxy %s, Redis back: %d of 40 allowed", v, ok+1)
 			require.Zero(t, errs)

@@ -123,7 +123,7 @@ type handler struct {
 	ipv6Prefix int
 	// failClosed says what a store error means: the request is limited
 	// (true) or let through (false). Either way the handler returns the
-	// error, so the agent sets txn.ratelimit.error.
+	// error, so the agent sets txn.ratelimit.agent_error.
 	failClosed bool
 }
 
@@ -131,15 +131,16 @@ type handler struct {
 func (h *handler) HandleMessage(ctx context.Context, m *agent.Message, act *agent.Actions) error {
 	ip, ok := m.IP("ip")
 	if !ok {
-		return errNoIP // the agent sets txn.ratelimit.error; HAProxy lets the request through
+		return errNoIP // the agent sets txn.ratelimit.agent_error; HAProxy lets the request through
 	}
 	d, err := h.store.Allow(ctx, clientKey(ip, h.ipv6Prefix))
 	if err != nil {
 		act.SetBool(agent.ScopeTransaction, varLimited, h.failClosed)
 		// %v, not %w: a store that timed out returns a context error,
 		// which the agent would take for a handler that missed its own
-		// deadline (error 3), dropping the policy's verdict. This is a
-		// handler error (1) whose actions stand.
+		// deadline (agent.ErrCodeTimeout), dropping the policy's verdict.
+		// This is a handler error (agent.ErrCodeHandler) whose actions
+		// stand.
 		return fmt.Errorf("rate store: %v", err)
 	}
 	act.SetBool(agent.ScopeTransaction, varLimited, !d.Allowed)

@@ -47,7 +47,7 @@ func main() {
 	flag.StringVar(&c.Store, "store", storeLocal, `where requests are counted: "local" (this agent's memory) or "redis" (shared by every agent using the server)`)
 	flag.StringVar(&c.RedisAddr, "redis-addr", "127.0.0.1:6379", "Redis server (-store redis)")
 	flag.DurationVar(&c.RedisTimeout, "redis-timeout", 50*time.Millisecond, "bound on each Redis decision; below the agent's 100ms deadline")
-	onError := flag.String("on-store-error", "open", `when the store cannot answer (Redis down or slow): "open" lets the request through, "closed" limits it; either way txn.ratelimit.error is set`)
+	onError := flag.String("on-store-error", "open", `when the store cannot answer (Redis down or slow): "open" lets the request through, "closed" limits it; either way txn.ratelimit.agent_error is set`)
 	flag.IntVar(&c.Workers, "workers", 64, "handlers run at once; also the size of the Redis connection pool")
 	lameDuck := flag.Duration("lame-duck", agent.DefaultLameDuck, "on SIGTERM, fail HAProxy's health checks for this long while serving, before draining (0: none)")
 	shutdownTimeout := flag.Duration("shutdown-timeout", agent.DefaultShutdownTimeout, "bound on the drain that follows the lame-duck period")
@@ -88,7 +88,7 @@ func (nopCloser) Close() error { return nil }
 
 // newAgent returns the agent of c: the check-rate message of spoe.conf is
 // handled with c's store and policy, a failing handler sets
-// txn.ratelimit.error, and opts come last. The closer releases the store.
+// txn.ratelimit.agent_error, and opts come last. The closer releases the store.
 func newAgent(log *zap.Logger, c config, opts ...agent.Option) (*agent.Agent, io.Closer, error) {
 	var (
 		store  Store
@@ -127,7 +127,7 @@ func newAgent(log *zap.Logger, c config, opts ...agent.Option) (*agent.Agent, io
 		agent.WithLogger(log),
 		agent.WithTimeout(timeout),
 		agent.WithWorkers(workers),
-		agent.WithErrorVar(agent.ScopeTransaction, "error"),
+		agent.WithErrorVar(agent.ScopeTransaction, "agent_error"),
 	}, opts...)...)
 	a.Handle("check-rate", &handler{store: store, ipv6Prefix: c.IPv6Prefix, failClosed: c.FailClosed})
 	return a, closer, nil

@@ -93,7 +93,7 @@ func TestRedisUnavailable(t *testing.T) {
 					if l, _ := ack.Bool(agent.ScopeTransaction, "limited"); l {
 						limited++
 					}
-					if code, ok := ack.Int(agent.ScopeTransaction, "error"); ok {
+					if code, ok := ack.Int(agent.ScopeTransaction, "agent_error"); ok {
 						require.EqualValues(t, agent.ErrCodeHandler, code, "the store's failure is a handler error")
 						failed++
 					}
@@ -106,7 +106,7 @@ func TestRedisUnavailable(t *testing.T) {
 			// timeout on a cold, loaded machine.
 			for i := 0; ; i++ {
 				ack := c.Notify(check("192.0.2.250"))
-				if _, failed := ack.Int(agent.ScopeTransaction, "error"); !failed {
+				if _, failed := ack.Int(agent.ScopeTransaction, "agent_error"); !failed {
 					break
 				}
 				require.Less(t, i, 100, "Redis never answered in time")

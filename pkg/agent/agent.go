@@ -25,19 +25,24 @@ import (
 var ErrAgentClosed = errors.New("agent: closed")
 
 // Agent is an SPOE agent. Create it with New, register handlers, then serve.
-// Handlers must all be registered before the first Serve.
+// Handlers must all be registered before the first Serve; registering one
+// later panics, as registering a name twice or a nil handler does (see
+// Message). The zero Agent is ready to use, with every option at its
+// default, as New() returns it. An Agent must not be copied once used.
 type Agent struct {
 	cfg      config
 	log      *zap.Logger
 	handlers map[string]Handler
 	fallback Handler
 	use      []Middleware
+	frozen   bool // under mu: init has begun, registrations are refused
 
-	once    sync.Once
-	ready   atomic.Bool // set once init has run; orders reads of disp
-	disp    *dispatch.Dispatcher
-	initErr error
-	connCfg conn.Config
+	setupOnce sync.Once
+	once      sync.Once
+	ready     atomic.Bool // set once init has run; orders reads of disp
+	disp      *dispatch.Dispatcher
+	initErr   error
+	connCfg   conn.Config
 
 	mu        sync.Mutex
 	listeners map[net.Listener]struct{}
@@ -59,51 +64,129 @@ type Agent struct {
 	quitOnce  sync.Once
 }
 
-// New returns an agent configured by opts. It cannot fail: a setting that
-// cannot work is reported by Serve.
+// New returns an agent configured by opts. It cannot fail: an option value
+// that cannot work is reported by Serve, ListenAndServe and Run
+// (ErrBadOption).
 func New(opts ...Option) *Agent {
-	a := &Agent{handlers: make(map[string]Handler), quit: make(chan struct{})}
-	a.stopping, a.stopAccept = context.WithCancel(context.Background())
+	a := &Agent{}
 	for _, o := range opts {
 		o(&a.cfg)
 	}
-	if a.cfg.logger == nil {
-		a.cfg.logger = zap.NewNop()
-	}
-	a.log = a.cfg.logger
+	a.setup()
 	return a
+}
+
+// setup gives the agent what New gives it, once: a zero Agent{} gets it
+// from the first method that needs it.
+func (a *Agent) setup() {
+	a.setupOnce.Do(func() {
+		a.mu.Lock()
+		if a.handlers == nil {
+			a.handlers = make(map[string]Handler)
+		}
+		a.mu.Unlock()
+		a.quit = make(chan struct{})
+		a.stopping, a.stopAccept = context.WithCancel(context.Background())
+		if a.cfg.logger == nil {
+			a.cfg.logger = zap.NewNop()
+		}
+		a.log = a.cfg.logger
+	})
 }
 
 // Message registers the handler of the SPOE message name (as named by a
 // spoe-message section), wrapped in mw (mw[0] outermost), inside the
-// agent-wide middleware of Use. Registering a name again replaces its
-// handler.
-func (a *Agent) Message(name string, h HandlerFunc, mw ...Middleware) { a.Handle(name, h, mw...) }
+// agent-wide middleware of Use.
+//
+// Like http.ServeMux, it panics on a registration that cannot be what the
+// caller meant: an empty name, a nil handler, a name registered before, or
+// any registration once the agent has started serving (Serve,
+// ListenAndServe, Run) or been stopped (Shutdown, Close).
+func (a *Agent) Message(name string, h HandlerFunc, mw ...Middleware) {
+	if h == nil {
+		panic(fmt.Sprintf("spoe-forge: nil handler for message %q", name))
+	}
+	a.register("Message", name, h, mw)
+}
 
-// Handle is Message for a Handler.
+// Handle is Message for a Handler; it panics as Message does.
 func (a *Agent) Handle(name string, h Handler, mw ...Middleware) {
+	if isNil(h) {
+		panic(fmt.Sprintf("spoe-forge: nil handler for message %q", name))
+	}
+	a.register("Handle", name, h, mw)
+}
+
+func (a *Agent) register(method, name string, h Handler, mw []Middleware) {
+	if name == "" {
+		panic("spoe-forge: " + method + " with an empty message name (HAProxy never sends one)")
+	}
+	a.setup()
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.mustNotServe(fmt.Sprintf("%s(%q)", method, name))
+	if _, dup := a.handlers[name]; dup {
+		panic(fmt.Sprintf("spoe-forge: multiple registrations for message %q", name))
+	}
 	a.handlers[name] = spoe.Chain(h, mw...)
 }
 
+// isNil reports a nil Handler, or a nil HandlerFunc in one.
+func isNil(h Handler) bool {
+	f, ok := h.(HandlerFunc)
+	return h == nil || ok && f == nil
+}
+
+// mustNotServe panics if the agent has started: handlers were composed
+// then, and a registration now would never take effect. what names the
+// call. The caller holds mu.
+func (a *Agent) mustNotServe(what string) {
+	if a.frozen {
+		panic("spoe-forge: " + what + " after the agent started serving or was stopped: register handlers and middleware before Serve, ListenAndServe or Run")
+	}
+}
+
 // Fallback registers the handler of messages that have none. Without one
-// they are ignored, and their NOTIFY is still acknowledged.
-func (a *Agent) Fallback(h HandlerFunc, mw ...Middleware) { a.fallback = spoe.Chain(h, mw...) }
+// they are ignored, and their NOTIFY is still acknowledged. It panics on a
+// nil handler, a second Fallback, or once the agent has started serving, as
+// Message does.
+func (a *Agent) Fallback(h HandlerFunc, mw ...Middleware) {
+	if h == nil {
+		panic("spoe-forge: nil fallback handler")
+	}
+	a.setup()
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.mustNotServe("Fallback")
+	if a.fallback != nil {
+		panic("spoe-forge: multiple registrations of the fallback handler")
+	}
+	a.fallback = spoe.Chain(h, mw...)
+}
 
 // Use adds middleware that wraps every handler, outside the per-message
 // middleware; the first added is the outermost. Middleware is composed once,
-// when the agent starts serving: call Use before Serve.
-func (a *Agent) Use(mw ...Middleware) { a.use = append(a.use, mw...) }
+// when the agent starts serving: Use panics after that, as Message does.
+func (a *Agent) Use(mw ...Middleware) {
+	a.setup()
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.mustNotServe("Use")
+	a.use = append(a.use, mw...)
+}
 
 func (a *Agent) init() error {
+	a.setup()
 	a.once.Do(func() {
 		c := a.cfg
-		if c.maxFrameSize != 0 && c.maxFrameSize < codec.MinMaxFrameSize {
-			a.initErr = fmt.Errorf("agent: max frame size %d is below %d", c.maxFrameSize, codec.MinMaxFrameSize)
+		a.mu.Lock()
+		a.frozen = true
+		registered, fallback, use := a.handlers, a.fallback, a.use
+		a.mu.Unlock()
+		if a.initErr = c.check(); a.initErr != nil {
 			return
 		}
-		if a.initErr = a.initTransport(); a.initErr != nil {
-			return
-		}
+		a.initTransport()
 		base := c.base
 		if base == nil {
 			base = context.Background()
@@ -119,13 +202,12 @@ func (a *Agent) init() error {
 		if c.async {
 			caps |= codec.CapAsync
 		}
-		handlers := make(map[string]spoe.Handler, len(a.handlers))
-		for k, v := range a.handlers {
-			handlers[k] = spoe.Chain(v, a.use...)
+		handlers := make(map[string]spoe.Handler, len(registered))
+		for k, v := range registered {
+			handlers[k] = spoe.Chain(v, use...)
 		}
-		var fallback Handler
-		if a.fallback != nil {
-			fallback = spoe.Chain(a.fallback, a.use...)
+		if fallback != nil {
+			fallback = spoe.Chain(fallback, use...)
 		}
 		a.disp, a.initErr = dispatch.New(dispatch.Config{
 			Handlers:       handlers,
@@ -179,6 +261,9 @@ func orDur(v, def time.Duration) time.Duration {
 // not (ErrSocketInUse), the file gets WithSocketMode's mode and is removed
 // when the agent stops.
 func (a *Agent) ListenAndServe(addr string) error {
+	if err := a.cfg.check(); err != nil {
+		return err // before listening, as Serve would
+	}
 	l, err := a.listen(addr)
 	if err != nil {
 		return err
@@ -360,6 +445,7 @@ func (a *Agent) Workers() (running, waiting int) {
 // period ends early if ctx ends or Close is called, and the drain then has
 // what is left of ctx.
 func (a *Agent) Shutdown(ctx context.Context) error {
+	a.setup()
 	return a.shutdown(ctx, max(a.cfg.lameDuck, 0))
 }
 
@@ -432,6 +518,7 @@ func (a *Agent) shutdown(ctx context.Context, lameDuck time.Duration) error {
 // which end promptly, but not for handlers: a handler that ignores its
 // context finishes in the background and its result is dropped.
 func (a *Agent) Close() error {
+	a.setup()
 	a.abortAll()
 	a.active.Wait()
 	a.release()
@@ -454,6 +541,9 @@ func (a *Agent) release() {
 // gracefully within the shutdown timeout (WithShutdownTimeout). It returns
 // nil after a clean shutdown.
 func (a *Agent) Run(addr string) error {
+	if err := a.cfg.check(); err != nil {
+		return err
+	}
 	l, err := a.listen(addr)
 	if err != nil {
 		return err

@@ -278,7 +278,7 @@ func TestInFlightBound(t *testing.T) {
 
 func TestHandlerFailuresStillAck(t *testing.T) {
 	a := agent.New(
-		agent.WithErrorVar(agent.ScopeTransaction, "error"),
+		agent.WithErrorVar(agent.ScopeTransaction, "agent_error"),
 		agent.WithTimeout(50*time.Millisecond),
 		agent.WithLogger(zaptest.NewLogger(t)),
 	)
@@ -330,7 +330,7 @@ func TestHandlerFailuresStillAck(t *testing.T) {
 			c.Notify(uint64(i), 1, spoptest.Msg{Name: tc.msg})
 			ack := c.ReadAck()
 			require.Equal(t, uint64(i), ack.StreamID)
-			v, ok := ack.Var("error")
+			v, ok := ack.Var("agent_error")
 			if tc.code == 0 {
 				require.False(t, ok)
 				return

@@ -45,8 +45,8 @@
 //
 // A NOTIFY that its handlers have not answered by its deadline
 // (WithTimeout, 200 ms by default) is answered then, with no actions but the
-// error variable (code 3, WithErrorVar); whatever its handlers do afterwards
-// is dropped. The agent never sends an ACK after the deadline: HAProxy
+// error variable (ErrCodeTimeout, 1003, WithErrorVar); whatever its
+// handlers do afterwards is dropped. The agent never sends an ACK after the deadline: HAProxy
 // 2.6/3.0 can take a late ACK for the next event of the same stream. Keep
 // the deadline below HAProxy's "timeout processing".
 //

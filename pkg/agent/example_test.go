@@ -3,6 +3,7 @@ package agent_test
 import (
 	"context"
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -20,7 +21,7 @@ func ExampleNew() {
 	a := agent.New(
 		agent.WithLogger(log),
 		agent.WithTimeout(200*time.Millisecond),
-		agent.WithErrorVar(agent.ScopeTransaction, "error"),
+		agent.WithErrorVar(agent.ScopeTransaction, "agent_error"),
 	)
 	blocked := netip.MustParsePrefix("192.0.2.0/24")
 	a.Message("check-request", func(ctx context.Context, m *agent.Message, act *agent.Actions) error {
@@ -92,4 +93,28 @@ func ExampleAgent_Shutdown() {
 	defer cancel()
 	fmt.Println(a.Shutdown(ctx), <-done)
 	// Output: <nil> agent: closed
+}
+
+// An option value that cannot work stops the agent before it listens, with
+// an error that names the option; 0 would have meant the default.
+func ExampleErrBadOption() {
+	a := agent.New(agent.WithTimeout(-200 * time.Millisecond))
+	err := a.ListenAndServe("127.0.0.1:0")
+	fmt.Println(errors.Is(err, agent.ErrBadOption))
+	fmt.Println(err)
+	// Output:
+	// true
+	// agent: bad option: WithTimeout(-200ms): negative duration (0 means the default)
+}
+
+// Registering a message name twice is a mistake the agent reports at once,
+// as http.ServeMux does for a pattern.
+func ExampleAgent_Message_twice() {
+	a := agent.New()
+	handle := func(context.Context, *agent.Message, *agent.Actions) error { return nil }
+	a.Message("check-request", handle)
+	defer func() { fmt.Println(recover()) }()
+	a.Message("check-request", handle)
+	// Output:
+	// spoe-forge: multiple registrations for message "check-request"
 }

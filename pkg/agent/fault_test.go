@@ -59,7 +59,7 @@ func TestPanicOnEveryCall(t *testing.T) {
 	// A deadline far off: under -race on a loaded machine 1000 panics
 	// (each logged with its stack) can queue past the default 200 ms, and
 	// this test is about panics, not deadlines.
-	a := agent.New(agent.WithErrorVar(agent.ScopeTransaction, "error"), agent.WithMaxInFlight(256),
+	a := agent.New(agent.WithErrorVar(agent.ScopeTransaction, "agent_error"), agent.WithMaxInFlight(256),
 		agent.WithTimeout(10*time.Second))
 	a.Message("m", func(context.Context, *agent.Message, *agent.Actions) error { panic("always") })
 	c := spoptest.Dial(t, start(t, a))
@@ -72,7 +72,7 @@ func TestPanicOnEveryCall(t *testing.T) {
 	}()
 	for range n {
 		ack := c.ReadAck()
-		v, ok := ack.Var("error")
+		v, ok := ack.Var("agent_error")
 		require.True(t, ok)
 		code, _ := v.Value.Int()
 		require.EqualValues(t, agent.ErrCodePanic, code)
@@ -295,7 +295,7 @@ func TestMaxConnections(t *testing.T) {
 func TestBlockedHandlersReleaseWorkers(t *testing.T) {
 	const timeout = 50 * time.Millisecond
 	a := agent.New(agent.WithWorkers(4), agent.WithTimeout(timeout), agent.WithMaxInFlight(64),
-		agent.WithErrorVar(agent.ScopeTransaction, "error"))
+		agent.WithErrorVar(agent.ScopeTransaction, "agent_error"))
 	a.Message("block", func(ctx context.Context, m *agent.Message, act *agent.Actions) error {
 		<-ctx.Done() // "forever", as far as the handler is concerned
 		return ctx.Err()
@@ -309,7 +309,7 @@ func TestBlockedHandlersReleaseWorkers(t *testing.T) {
 	}
 	for range 40 {
 		ack := c.ReadAck()
-		v, ok := ack.Var("error")
+		v, ok := ack.Var("agent_error")
 		require.True(t, ok)
 		code, _ := v.Value.Int()
 		require.EqualValues(t, agent.ErrCodeTimeout, code)

@@ -2,6 +2,8 @@ package agent
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"time"
 
 	"github.com/spoe-forge/spoe-forge/pkg/codec"
@@ -9,9 +11,18 @@ import (
 	"go.uber.org/zap"
 )
 
-// Option configures an Agent. Zero or negative values mean "the default"
-// unless the option says otherwise (WithLameDuck).
+// Option configures an Agent. A zero value means "the default". A value
+// that cannot work (a negative size, count or duration, a max frame size
+// below 256, an invalid error variable or network) is not replaced by the
+// default: Serve, ListenAndServe and Run refuse to start and return an
+// error that matches ErrBadOption and names the option. WithLameDuck is the
+// exception: a negative period (NoLameDuck) turns it off.
 type Option func(*config)
+
+// ErrBadOption is matched (errors.Is) by the error with which Serve,
+// ListenAndServe and Run refuse an option value that cannot work; the error
+// names the option and the value. Every bad value is reported at once.
+var ErrBadOption = errors.New("agent: bad option")
 
 type config struct {
 	logger          *zap.Logger
@@ -27,6 +38,7 @@ type config struct {
 	lameDuck        time.Duration
 	maxConns        int
 	errorVar        Var
+	errorVarSet     bool
 	async           bool
 	noPipelining    bool
 	noFragmentation bool
@@ -103,8 +115,8 @@ func WithMaxMessageSize(n int) Option { return func(c *config) { c.maxMessageSiz
 
 // WithTimeout sets the per-NOTIFY deadline (default 200 ms): handlers'
 // contexts end then, and a NOTIFY whose handlers have not returned by then is
-// answered at once with no actions but the error variable (code 3); what
-// its handlers do afterwards is dropped. The agent never answers after the
+// answered at once with no actions but the error variable (ErrCodeTimeout);
+// what its handlers do afterwards is dropped. The agent never answers after the
 // deadline, because HAProxy 2.6/3.0 can take a late ACK for the next event of
 // the same stream.
 //
@@ -154,13 +166,22 @@ func WithLameDuck(d time.Duration) Option { return func(c *config) { c.lameDuck 
 func WithMaxConnections(n int) Option { return func(c *config) { c.maxConns = n } }
 
 // WithErrorVar names a variable that is set, as an integer, when a handler
-// fails: 1 it returned an error, 2 it panicked, 3 it missed its deadline
-// (returned late, or with its context's error), 4 the actions did not fit in
-// one frame, 5 an action was invalid. The NOTIFY is acknowledged either way;
-// the handler's own actions are kept after an error and dropped after a
-// panic or a missed deadline.
+// fails: ErrCodeHandler (1001) it returned an error, ErrCodePanic (1002) it
+// panicked, ErrCodeTimeout (1003) it missed its deadline (returned late, or
+// with its context's error), ErrCodeTooLarge (1004) the actions did not fit
+// in one frame, ErrCodeAction (1005) an action was invalid. The NOTIFY is
+// acknowledged either way; the handler's own actions are kept after an
+// error and dropped after a panic or a missed deadline.
+//
+// Name it apart from the variable of HAProxy's "option set-on-error", which
+// HAProxy sets when the event fails on its side (1 to 5, 255, 256 and up:
+// see the README's "Error variables"). The shipped configurations use
+// WithErrorVar(ScopeTransaction, "agent_error") and "option set-on-error
+// spoe_error". The name must not be empty or longer than 63 bytes (keep
+// "<scope>.<var-prefix>.<name>" within that too) and the scope must be one
+// of the five: Serve reports anything else as ErrBadOption.
 func WithErrorVar(scope Scope, name string) Option {
-	return func(c *config) { c.errorVar = Var{Scope: scope, Name: name} }
+	return func(c *config) { c.errorVar, c.errorVarSet = Var{Scope: scope, Name: name}, true }
 }
 
 // WithAsync announces the "async" capability when HAProxy (2.6/3.0) offers
@@ -185,3 +206,56 @@ func WithObserver(o observe.Observer) Option { return func(c *config) { c.observ
 // WithBaseContext sets the context handlers' contexts derive their values
 // from; cancelling it cancels every handler.
 func WithBaseContext(ctx context.Context) Option { return func(c *config) { c.base = ctx } }
+
+// check reports the option values that cannot work, each wrapping
+// ErrBadOption.
+func (c *config) check() error {
+	var errs []error
+	bad := func(format string, args ...any) {
+		errs = append(errs, fmt.Errorf("%w: "+format, append([]any{ErrBadOption}, args...)...))
+	}
+	if c.maxFrameSize != 0 && c.maxFrameSize < codec.MinMaxFrameSize {
+		bad("WithMaxFrameSize(%d): max frame size %d is below %d, the least SPOP allows", c.maxFrameSize, c.maxFrameSize, codec.MinMaxFrameSize)
+	}
+	for _, o := range []struct {
+		name string
+		v    int
+	}{
+		{"WithMaxInFlight", c.maxInFlight},
+		{"WithWorkers", c.workers},
+		{"WithMaxMessageSize", c.maxMessageSize},
+		{"WithMaxConnections", c.maxConns},
+	} {
+		if o.v < 0 {
+			bad("%s(%d): negative (0 means the default)", o.name, o.v)
+		}
+	}
+	for _, o := range []struct {
+		name string
+		d    time.Duration
+	}{
+		{"WithTimeout", c.timeout},
+		{"WithHelloTimeout", c.helloTimeout},
+		{"WithWriteTimeout", c.writeTimeout},
+		{"WithIdleTimeout", c.idleTimeout},
+		{"WithShutdownTimeout", c.shutdownTimeout},
+	} {
+		if o.d < 0 {
+			bad("%s(%v): negative duration (0 means the default)", o.name, o.d)
+		}
+	}
+	if c.errorVarSet {
+		if _, err := codec.AppendSetVar(nil, c.errorVar.Scope, c.errorVar.Name, codec.Int64(0)); err != nil {
+			bad("WithErrorVar(%v, %q): %v", c.errorVar.Scope, c.errorVar.Name, err)
+		}
+	}
+	for _, p := range c.tr.allow {
+		if !p.IsValid() {
+			bad("WithAllowedNetworks: an invalid prefix (%v)", p)
+		}
+	}
+	if err := checkTLS(c.tr.tls); err != nil {
+		bad("WithTLS: %v", err)
+	}
+	return errors.Join(errs...)
+}

@@ -246,7 +246,7 @@ func checkTLS(cfg *tls.Config) error {
 		return nil
 	}
 	if len(cfg.Certificates) == 0 && cfg.GetCertificate == nil && cfg.GetConfigForClient == nil {
-		return errors.New("agent: the TLS configuration has no certificate (Certificates, GetCertificate or GetConfigForClient)")
+		return errors.New("the TLS configuration has no certificate (Certificates, GetCertificate or GetConfigForClient)")
 	}
 	return nil
 }
@@ -276,7 +276,7 @@ func (l *limitedLog) log(log *zap.Logger, msg string, fields ...zap.Field) {
 }
 
 // initTransport prepares what admit, wrap and handshake use.
-func (a *Agent) initTransport() error {
+func (a *Agent) initTransport() {
 	every := a.cfg.tr.logEvery
 	if every <= 0 {
 		every = refusalLogEvery
@@ -286,5 +286,4 @@ func (a *Agent) initTransport() error {
 	if a.obs == nil {
 		a.obs = observe.Nop{}
 	}
-	return checkTLS(a.cfg.tr.tls)
 }

@@ -63,10 +63,14 @@ var endLabels = func() []string {
 type messageMetrics struct {
 	total    prometheus.Counter
 	duration prometheus.Observer
-	errors   [6]prometheus.Counter // by error code 1..5 (0 unused)
+	errors   [6]prometheus.Counter // by error code - errCodeBase: 1..5 (0 unused)
 }
 
-// errorKinds names the error codes.
+// errCodeBase is subtracted from an error code (agent.ErrCodeHandler is
+// 1001) to index errors and errorKinds.
+const errCodeBase = agent.ErrCodeHandler - 1
+
+// errorKinds names the error codes, by code - errCodeBase.
 var errorKinds = [...]string{1: "error", 2: "panic", 3: "timeout", 4: "too_large", 5: "invalid_action"}
 
 // New builds the collectors, registers them with reg and pre-resolves the
@@ -226,8 +230,8 @@ func (m *Metrics) Message(name string, took time.Duration, code int) {
 	}
 	mm.total.Inc()
 	mm.duration.Observe(took.Seconds())
-	if code > 0 && code < len(mm.errors) {
-		mm.errors[code].Inc()
+	if i := code - errCodeBase; i > 0 && i < len(mm.errors) {
+		mm.errors[i].Inc()
 	}
 }
 

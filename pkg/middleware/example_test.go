@@ -20,7 +20,7 @@ func Example() {
 	a.Use(
 		middleware.Recover(),
 		middleware.AccessLog(log, middleware.Every(100)),
-		middleware.ErrorVar(agent.ScopeTransaction, "error"),
+		middleware.ErrorVar(agent.ScopeTransaction, "agent_error"),
 	)
 	a.Message("check-request", func(ctx context.Context, m *agent.Message, act *agent.Actions) error {
 		act.SetBool(agent.ScopeTransaction, "ok", true)
@@ -50,5 +50,5 @@ func Example() {
 	}
 	// Output:
 	// check-request [set-var txn.ok=bool:true]
-	// slow [set-var txn.error=int64:3]
+	// slow [set-var txn.agent_error=int64:1003]
 }

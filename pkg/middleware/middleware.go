@@ -17,7 +17,7 @@ import (
 )
 
 // Recover turns a panic of the handlers it wraps into an *agent.PanicError,
-// which the agent reports like a panic (error code 2, actions dropped). The
+// which the agent reports like a panic (agent.ErrCodePanic, actions dropped). The
 // agent recovers panics by itself; use Recover to recover inside other
 // middleware, so that they see the panic as an error (AccessLog, ErrorVar).
 func Recover() agent.Middleware {
@@ -39,7 +39,7 @@ func Recover() agent.Middleware {
 // its life (the outer context is never changed: a handler or library that
 // read its deadline keeps a true answer), and which is cancelled when the
 // inner handler returns. A handler that returns after d gets
-// context.DeadlineExceeded, which the agent reports as error code 3.
+// context.DeadlineExceeded, which the agent reports as agent.ErrCodeTimeout.
 //
 // The inner context costs a fraction of an allocation (contexts are carved
 // from slabs), plus a channel and a timer if the handler asks for Done.
@@ -117,10 +117,13 @@ func AccessLog(log *zap.Logger, opts ...AccessLogOption) agent.Middleware {
 	}
 }
 
-// ErrorVar sets the variable scope.name to the agent's error code (1
-// error, 2 panic, 3 missed deadline) when the handlers it wraps fail, as
-// agent.WithErrorVar does for every message. The variable is set even when
-// the handler's own actions are dropped.
+// ErrorVar sets the variable scope.name to the agent's error code (1001
+// error, 1002 panic, 1003 missed deadline, 1004 actions too large, 1005
+// invalid action: agent.ErrCodeHandler and the others) when the handlers it
+// wraps fail, as agent.WithErrorVar does for every message. The variable is
+// set even when the handler's own actions are dropped. Give it a name of its
+// own ("agent_error", say), not the one HAProxy's "option set-on-error"
+// writes: HAProxy's values (1 to 5, 255, 256 and up) mean other things.
 func ErrorVar(scope agent.Scope, name string) agent.Middleware {
 	return func(next agent.Handler) agent.Handler {
 		return agent.HandlerFunc(func(ctx context.Context, m *agent.Message, a *agent.Actions) error {

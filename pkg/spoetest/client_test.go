@@ -112,7 +112,7 @@ func TestClient_Pipeline(t *testing.T) {
 			act.SetInt(txn, "n", n)
 			return nil
 		})
-	}, agent.WithErrorVar(txn, "error"), agent.WithTimeout(3*time.Second))
+	}, agent.WithErrorVar(txn, "agent_error"), agent.WithTimeout(3*time.Second))
 	for _, style := range []spoetest.Style{spoetest.HAProxy32, spoetest.HAProxy26} {
 		t.Run(style.String(), func(t *testing.T) {
 			mu.Lock()
@@ -189,17 +189,17 @@ func TestClient_ErrorVar(t *testing.T) {
 			}
 			return nil
 		})
-	}, agent.WithErrorVar(txn, "error"), agent.WithTimeout(100*time.Millisecond))
+	}, agent.WithErrorVar(txn, "agent_error"), agent.WithTimeout(100*time.Millisecond))
 	c := spoetest.MustDial(t, srv.Addr)
 	tests := []struct {
 		how  string
 		want map[string]any
 	}{
 		{"none", map[string]any{"txn.partial": true}},
-		{"error", map[string]any{"txn.partial": true, "txn.error": int64(agent.ErrCodeHandler)}},
-		{"panic", map[string]any{"txn.error": int64(agent.ErrCodePanic)}},
-		{"slow", map[string]any{"txn.error": int64(agent.ErrCodeTimeout)}},
-		{"bad action", map[string]any{"txn.partial": true, "txn.error": int64(agent.ErrCodeAction)}},
+		{"error", map[string]any{"txn.partial": true, "txn.agent_error": int64(agent.ErrCodeHandler)}},
+		{"panic", map[string]any{"txn.agent_error": int64(agent.ErrCodePanic)}},
+		{"slow", map[string]any{"txn.agent_error": int64(agent.ErrCodeTimeout)}},
+		{"bad action", map[string]any{"txn.partial": true, "txn.agent_error": int64(agent.ErrCodeAction)}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.how, func(t *testing.T) {

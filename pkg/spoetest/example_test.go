@@ -58,7 +58,7 @@ func ExampleResult_Code() {
 // NewServer serves a whole agent in process; a Client plays HAProxy
 // against it.
 func ExampleNewServer() {
-	a := agent.New(agent.WithErrorVar(agent.ScopeTransaction, "error"))
+	a := agent.New(agent.WithErrorVar(agent.ScopeTransaction, "agent_error"))
 	a.Message("check-request", checkRequest)
 	srv := spoetest.NewServer(a)
 	defer srv.Close()
