@@ -416,7 +416,10 @@ func TestFleet_RollingRestart(t *testing.T) {
 // read their resets (observed: within 15 ms of the kill; a connection the
 // dead agent refuses is retried on another server thanks to "retries" and
 // "option redispatch"). The bound is two per client (16), each sent within
-// 100 ms of the kill, with set-on-error 257 (an I/O error). HAProxy marks the server DOWN
+// 100 ms of the kill, with set-on-error 257 (an I/O error), or on 2.6/3.0
+// also 1: an event the legacy engine had queued for the dead agent's
+// applet when it died waits out timeout processing (seen once in a loaded
+// full run on 2.6). HAProxy marks the server DOWN
 // within the check time; restarted, it comes back UP and gets traffic
 // again (on 2.6/3.0 once HAProxy opens new connections, which they do only
 // when they have no idle one: here when the two other agents are restarted
@@ -485,7 +488,11 @@ func TestFleet_Crash(t *testing.T) {
 			g, _, _ := strings.Cut(o.ID, "-")
 			clients[g]++
 			require.LessOrEqual(t, clients[g], 2, "client %s failed more than twice: HAProxy kept sending it to the dead agent:\n%s", g, summary(crash))
-			require.Equal(t, "arg=ABSENT err=257", o.Why, "%s did not fail on the dead agent's connection", o.ID)
+			want := []string{"arg=ABSENT err=257"}
+			if v.Legacy() {
+				want = append(want, "arg=ABSENT err=1")
+			}
+			require.Contains(t, want, o.Why, "%s did not fail on the dead agent's connection", o.ID)
 			require.Less(t, o.At.Sub(killed), 100*time.Millisecond, "%s was sent to the dead agent %v after the kill", o.ID, o.At.Sub(killed))
 		}
 	})
