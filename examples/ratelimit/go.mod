@@ -6,6 +6,7 @@ require (
 	github.com/go-redis/redis_rate/v10 v10.0.1
 	github.com/redis/go-redis/v9 v9.23.0
 	github.com/spoe-forge/spoe-forge v0.0.0
+	github.com/spoe-forge/spoe-forge/examples v0.0.0
 	github.com/stretchr/testify v1.12.1
 	go.uber.org/goleak v1.3.0
 	go.uber.org/zap v1.28.0
@@ -24,3 +25,5 @@ require (
 )
 
 replace github.com/spoe-forge/spoe-forge => ../..
+
+replace github.com/spoe-forge/spoe-forge/examples => ../
