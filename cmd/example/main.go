@@ -151,7 +151,7 @@ func main() {
 func run(f *flags, log *zap.Logger) error {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	m := metrics.New(reg, "check-request")
+	m := metrics.New()
 	opts := []agent.Option{
 		agent.WithLogger(log),
 		agent.WithErrorVar(agent.ScopeTransaction, "error"),
@@ -189,8 +189,9 @@ func run(f *flags, log *zap.Logger) error {
 	warnExposure(log, f)
 
 	a := agent.New(opts...)
-	m.ObserveAgent(a)
 	a.Message("check-request", checkRequest)
+	m.ObserveAgent(a)
+	reg.MustRegister(m)
 
 	if f.metricsAddr != "" {
 		mux := http.NewServeMux()
