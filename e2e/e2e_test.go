@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/spoe-forge/spoe-forge/internal/fleettest"
 	"github.com/spoe-forge/spoe-forge/internal/haproxytest"
 	"github.com/spoe-forge/spoe-forge/pkg/agent"
 	"github.com/spoe-forge/spoe-forge/pkg/codec"
@@ -70,7 +71,7 @@ backend be_dead
 		require.Equal(t, want, got)
 
 		// The UP state holds: several checks later a1 is still UP.
-		st, err := showStat(c.Stats())
+		st, err := fleettest.ShowStat(c.Stats())
 		require.NoError(t, err)
 		require.Equal(t, "UP", st["be_spoa/a1"]["status"])
 		require.Equal(t, "L7OK", st["be_spoa/a1"]["check_status"])
@@ -218,7 +219,6 @@ func TestE2E_Variables(t *testing.T) {
 				return act.Err()
 			})
 		})
-		appPort := haproxytest.FreePort(t)
 		c := &hapConfig{
 			V: v, FEPort: haproxytest.FreePort(t), AgentAddr: ta.Addr, Check: true,
 			Messages: "e2e-req e2e-res",
@@ -239,14 +239,7 @@ spoe-message e2e-res
     http-response set-header X-Err "%[var(txn.e2e.spoe_err,ABSENT)]"
     use_backend be_app if { path_beg /resp }
 `,
-			Extra: fmt.Sprintf(`
-frontend fe_app
-    bind 127.0.0.1:%d
-    http-request return status 203 content-type text/plain string "app\n"
-
-backend be_app
-    server app1 127.0.0.1:%d
-`, appPort, appPort),
+			Extra: appBackend(t, 203),
 		}
 		startHAProxy(t, bin, c)
 		cl := newClient(t, 1)
@@ -309,11 +302,7 @@ func TestE2E_Concurrent(t *testing.T) {
 			V: v, FEPort: haproxytest.FreePort(t), AgentAddr: ta.Addr, Check: true,
 			Messages:   "e2e-echo",
 			Processing: "5s",
-			SPOE: `
-spoe-message e2e-echo
-    args id=req.hdr(x-req-id)
-    event on-frontend-http-request
-`,
+			SPOE:       echoSPOE,
 			Frontend: `
     http-request return status 200 content-type text/plain lf-string "id=%[req.hdr(x-req-id)]\necho=%[var(txn.e2e.echo,ABSENT)]\nerr=%[var(txn.e2e.spoe_err,ABSENT)]\n"
 `,

@@ -2,7 +2,6 @@ package e2e
 
 import (
 	"context"
-	"fmt"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -109,7 +108,6 @@ func TestE2E_LateHandlerDoesNotAnswerTheNextEvent(t *testing.T) {
 				return nil
 			})
 		}, agent.WithErrorVar(agent.ScopeTransaction, "error"), agent.WithTimeout(timeout), agent.WithObserver(&obs))
-		appPort := haproxytest.FreePort(t)
 		c := &hapConfig{
 			V: v, FEPort: haproxytest.FreePort(t), AgentAddr: ta.Addr, Check: true,
 			Messages:   "e2e-req e2e-resp",
@@ -131,14 +129,7 @@ spoe-message e2e-resp
     http-response set-header X-Resp "%[var(txn.e2e.resp,ABSENT)]"
     use_backend be_app
 `,
-			Extra: fmt.Sprintf(`
-frontend fe_app
-    bind 127.0.0.1:%d
-    http-request return status 200 content-type text/plain string "app\n"
-
-backend be_app
-    server app1 127.0.0.1:%d
-`, appPort, appPort),
+			Extra: appBackend(t, 200),
 		}
 		startHAProxy(t, bin, c)
 		cl := newClient(t, 1)
