@@ -13,6 +13,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/spoe-forge/spoe-forge/internal/leakcheck"
 	"github.com/spoe-forge/spoe-forge/internal/spoptest"
 	"github.com/spoe-forge/spoe-forge/pkg/agent"
 	"github.com/spoe-forge/spoe-forge/pkg/codec"
@@ -23,9 +24,7 @@ import (
 )
 
 func TestMain(m *testing.M) {
-	goleak.VerifyTestMain(m,
-		goleak.IgnoreAnyFunction("github.com/panjf2000/ants/v2.(*poolCommon).purgeStaleWorkers"),
-		goleak.IgnoreAnyFunction("github.com/panjf2000/ants/v2.(*poolCommon).ticktock"),
+	leakcheck.VerifyTestMain(m,
 		goleak.IgnoreTopFunction("internal/poll.runtime_pollWait"), // idle HTTP keep-alive conns of the scrape client
 	)
 }
