@@ -44,7 +44,8 @@ var builds = struct {
 
 // Build compiles package pkg ("./cmd/example", ".") of the module in dir
 // once per test binary and returns the path of the binary. Call
-// RemoveBuilds when the tests are done (from TestMain).
+// RemoveBuilds when the tests are done (from TestMain, through
+// RemovingBuilds).
 func Build(t testing.TB, dir, pkg string) string {
 	t.Helper()
 	builds.Lock()
@@ -85,6 +86,18 @@ func RemoveBuilds() {
 		builds.dir = ""
 		builds.m = map[string]string{}
 	}
+}
+
+// RemovingBuilds wraps m so that its Run calls RemoveBuilds once the tests
+// have run; TestMain passes it to goleak (leakcheck.VerifyTestMain), which
+// runs it.
+func RemovingBuilds(m *testing.M) interface{ Run() int } { return removing{m} }
+
+type removing struct{ m *testing.M }
+
+func (r removing) Run() int {
+	defer RemoveBuilds()
+	return r.m.Run()
 }
 
 // Proc is a child process started by Start.
