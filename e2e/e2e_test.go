@@ -23,7 +23,7 @@ import (
 // server on a closed port DOWN (L4CON). HAProxy's own view is read twice: on
 // the stats socket and through nbsrv/srv_is_up in a response.
 func TestE2E_HealthCheck(t *testing.T) {
-	forEachVersion(t, func(t *testing.T, v haproxytest.Version, bin string) {
+	haproxytest.ForEachVersion(t, func(t *testing.T, v haproxytest.Version, bin string) {
 		ta := startAgent(t, nil)
 		mode := "spop"
 		if v.Legacy() {
@@ -117,7 +117,7 @@ func copyArgs(m *agent.Message) []gotArg {
 // empty header), BINARY (a body with zero bytes; an empty body), INT64
 // (negative and multi-byte), BOOL true and false.
 func TestE2E_ArgumentTypes(t *testing.T) {
-	forEachVersion(t, func(t *testing.T, v haproxytest.Version, bin string) {
+	haproxytest.ForEachVersion(t, func(t *testing.T, v haproxytest.Version, bin string) {
 		var mu sync.Mutex
 		got := map[string][]gotArg{}
 		ta := startAgent(t, func(a *agent.Agent) {
@@ -193,7 +193,7 @@ spoe-message e2e-types
 // latter from an on-http-response event), and unset-var removes variables
 // (one set by HAProxy before the event, one set earlier in the same ACK).
 func TestE2E_Variables(t *testing.T) {
-	forEachVersion(t, func(t *testing.T, v haproxytest.Version, bin string) {
+	haproxytest.ForEachVersion(t, func(t *testing.T, v haproxytest.Version, bin string) {
 		ta := startAgent(t, func(a *agent.Agent) {
 			a.Message("e2e-req", func(ctx context.Context, m *agent.Message, act *agent.Actions) error {
 				const txn = agent.ScopeTransaction
@@ -283,7 +283,7 @@ spoe-message e2e-res
 // Pipelined NOTIFYs must not be mixed up.
 func TestE2E_Concurrent(t *testing.T) {
 	const clients, perClient = 50, 10
-	forEachVersion(t, func(t *testing.T, v haproxytest.Version, bin string) {
+	haproxytest.ForEachVersion(t, func(t *testing.T, v haproxytest.Version, bin string) {
 		var handled atomic.Int64
 		ta := startAgent(t, func(a *agent.Agent) {
 			a.Message("e2e-echo", func(ctx context.Context, m *agent.Message, act *agent.Actions) error {
@@ -360,7 +360,7 @@ func TestE2E_Concurrent(t *testing.T) {
 // dropped. An invalid action (a 64-byte name) gives 5, and the handler's
 // other actions still apply.
 func TestE2E_ErrorVar(t *testing.T) {
-	forEachVersion(t, func(t *testing.T, v haproxytest.Version, bin string) {
+	haproxytest.ForEachVersion(t, func(t *testing.T, v haproxytest.Version, bin string) {
 		const timeout = 300 * time.Millisecond
 		ta := startAgent(t, func(a *agent.Agent) {
 			a.Message("e2e-mode", func(ctx context.Context, m *agent.Message, act *agent.Actions) error {
@@ -431,7 +431,7 @@ spoe-message e2e-mode
 // 4) rather than send a frame that 3.2 would leave unanswered until timeout
 // processing.
 func TestE2E_AckSize(t *testing.T) {
-	forEachVersion(t, func(t *testing.T, v haproxytest.Version, bin string) {
+	haproxytest.ForEachVersion(t, func(t *testing.T, v haproxytest.Version, bin string) {
 		const mfs = codec.DefaultMaxFrameSize // HAProxy's default offer, echoed by the agent
 		ta := startAgent(t, func(a *agent.Agent) {
 			a.Message("e2e-size", func(ctx context.Context, m *agent.Message, act *agent.Actions) error {

@@ -37,21 +37,6 @@ const (
 	agentStopTimeout = 10 * time.Second
 )
 
-// forEachVersion runs f as one subtest per HAProxy version, named after it.
-// haproxytest.Binary skips (loudly) a missing version, or fails the subtest
-// when SPOE_REQUIRE_HAPROXY=1.
-func forEachVersion(t *testing.T, f func(t *testing.T, v haproxytest.Version, bin string)) {
-	t.Helper()
-	for _, v := range haproxytest.All {
-		t.Run(string(v), func(t *testing.T) {
-			bin := haproxytest.Binary(t, v)
-			start := time.Now()
-			t.Cleanup(func() { t.Logf("HAProxy %s: %v", v, time.Since(start).Round(time.Millisecond)) })
-			f(t, v, bin)
-		})
-	}
-}
-
 // testAgent is an agent served on a 127.0.0.1 listener for one test.
 type testAgent struct {
 	*agent.Agent

@@ -18,7 +18,7 @@ import (
 // process's connections, logs nothing above info, and its connection and
 // goroutine counts come back to their idle level afterwards.
 func TestE2E_KillAndRestart(t *testing.T) {
-	forEachVersion(t, func(t *testing.T, v haproxytest.Version, bin string) {
+	haproxytest.ForEachVersion(t, func(t *testing.T, v haproxytest.Version, bin string) {
 		ta := startAgent(t, func(a *agent.Agent) {
 			a.Message("e2e-echo", echo)
 		})

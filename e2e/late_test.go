@@ -30,7 +30,7 @@ func (o *ackCounter) FrameOut(t codec.FrameType, _ int) {
 // with error code 3 and none of its actions, long before it returns; when it
 // does return, nothing more is sent.
 func TestE2E_LateHandlerAnsweredAtDeadline(t *testing.T) {
-	forEachVersion(t, func(t *testing.T, v haproxytest.Version, bin string) {
+	haproxytest.ForEachVersion(t, func(t *testing.T, v haproxytest.Version, bin string) {
 		const timeout = 200 * time.Millisecond
 		var obs ackCounter
 		returned := make(chan struct{})
@@ -86,7 +86,7 @@ spoe-message e2e-late
 // and 3.2, the response event lost its answer on all three (X-Resp ABSENT,
 // X-Error 3 from the late ACK, X-Spoe-Err 1 from HAProxy's timeout).
 func TestE2E_LateHandlerDoesNotAnswerTheNextEvent(t *testing.T) {
-	forEachVersion(t, func(t *testing.T, v haproxytest.Version, bin string) {
+	haproxytest.ForEachVersion(t, func(t *testing.T, v haproxytest.Version, bin string) {
 		const (
 			timeout    = 1800 * time.Millisecond // below timeout processing 2s
 			reqTakes   = 2500 * time.Millisecond // past timeout processing

@@ -71,7 +71,7 @@ func loadLoop(cl *http.Client, url string, n int, stop, abandon <-chan struct{})
 // answer.
 func TestE2E_Reload(t *testing.T) {
 	const reloads, clients, perGen = 3, 8, 50
-	forEachVersion(t, func(t *testing.T, v haproxytest.Version, bin string) {
+	haproxytest.ForEachVersion(t, func(t *testing.T, v haproxytest.Version, bin string) {
 		ta := startAgent(t, func(a *agent.Agent) {
 			a.Message("e2e-echo", echo)
 		})
@@ -165,7 +165,7 @@ func TestE2E_Reload(t *testing.T) {
 //   - busy: 32 clients, handlers take 1-3 ms; Shutdown is called once 150
 //     handlers have finished, with no coordination with the handlers.
 func TestE2E_Shutdown(t *testing.T) {
-	forEachVersion(t, func(t *testing.T, v haproxytest.Version, bin string) {
+	haproxytest.ForEachVersion(t, func(t *testing.T, v haproxytest.Version, bin string) {
 		t.Run("blocked", func(t *testing.T) { shutdownUnderLoad(t, v, bin, true) })
 		t.Run("busy", func(t *testing.T) { shutdownUnderLoad(t, v, bin, false) })
 	})

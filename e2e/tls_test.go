@@ -141,7 +141,7 @@ func (c *hapClient) url(path string) string { return c.cfg.URL(path) }
 // over TLS and marks the agent UP, and every request gets its variables.
 // Every connection the agent served went through a handshake.
 func TestE2E_MutualTLS(t *testing.T) {
-	forEachVersion(t, func(t *testing.T, v haproxytest.Version, bin string) {
+	haproxytest.ForEachVersion(t, func(t *testing.T, v haproxytest.Version, bin string) {
 		p := newPKI(t)
 		ev := &tlsEvents{}
 		ta := startAgent(t, registerTLS, agent.WithTLS(p.certFiles(t).TLSConfig()), agent.WithObserver(ev))
@@ -176,7 +176,7 @@ func TestE2E_TLSRefused(t *testing.T) {
 		{"no client certificate", func(*pki) string { return "" }, "client didn't provide a certificate"},
 		{"client certificate from another CA", func(p *pki) string { return p.stranger }, "certificate signed by unknown authority"},
 	}
-	forEachVersion(t, func(t *testing.T, v haproxytest.Version, bin string) {
+	haproxytest.ForEachVersion(t, func(t *testing.T, v haproxytest.Version, bin string) {
 		for _, tc := range cases {
 			t.Run(tc.name, func(t *testing.T) {
 				p := newPKI(t)
@@ -218,7 +218,7 @@ func TestE2E_TLSRefused(t *testing.T) {
 // HAProxy's mutual TLS connections to the same agent go on serving every
 // request.
 func TestE2E_TLSPlainClient(t *testing.T) {
-	forEachVersion(t, func(t *testing.T, v haproxytest.Version, bin string) {
+	haproxytest.ForEachVersion(t, func(t *testing.T, v haproxytest.Version, bin string) {
 		p := newPKI(t)
 		ev := &tlsEvents{}
 		ta := startAgent(t, registerTLS, agent.WithTLS(p.certFiles(t).TLSConfig()), agent.WithObserver(ev))
@@ -275,7 +275,7 @@ backend be_plain
 // ("server a1 unix@/path"): spop-check marks it UP and requests get their
 // variables.
 func TestE2E_UnixSocket(t *testing.T) {
-	forEachVersion(t, func(t *testing.T, v haproxytest.Version, bin string) {
+	haproxytest.ForEachVersion(t, func(t *testing.T, v haproxytest.Version, bin string) {
 		dir, err := os.MkdirTemp("", "e2e") // unix socket paths are limited to 108 bytes
 		require.NoError(t, err)
 		t.Cleanup(func() { _ = os.RemoveAll(dir) })
@@ -303,7 +303,7 @@ func TestE2E_UnixSocket(t *testing.T) {
 // reloaded, new handshakes (HAProxy's checks) get the new certificate and
 // pass, established connections go on, and no request fails.
 func TestE2E_CertRotationUnderLoad(t *testing.T) {
-	forEachVersion(t, func(t *testing.T, v haproxytest.Version, bin string) {
+	haproxytest.ForEachVersion(t, func(t *testing.T, v haproxytest.Version, bin string) {
 		p := newPKI(t)
 		ca2 := testpki.NewCA(t, "e2e CA 2")
 		// HAProxy trusts both CAs from the start, as a CA rotation needs.

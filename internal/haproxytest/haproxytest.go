@@ -10,11 +10,12 @@
 //
 // A test that needs a version calls [Binary], which skips the test (loudly)
 // when that version is missing, or fails it when SPOE_REQUIRE_HAPROXY=1 (as
-// CI sets). [Start] runs HAProxy in the foreground with a configuration given
-// as a string and stops it when the test ends; [Reload] replaces a running
-// process the classic way (-sf). Everything listens on 127.0.0.1 only; get
-// ports from [FreePort]. [Warnings] picks out of HAProxy's output the
-// warnings and alerts a test should fail on.
+// CI sets); [ForEachVersion] runs a test as one subtest per version. [Start]
+// runs HAProxy in the foreground with a configuration given as a string and
+// stops it when the test ends; [Reload] replaces a running process the
+// classic way (-sf). Everything listens on 127.0.0.1 only; get ports from
+// [FreePort]. [Warnings] picks out of HAProxy's output the warnings and
+// alerts a test should fail on.
 //
 // The helpers that take a testing.TB call its Fatal methods, so they must be
 // called from the goroutine running the test.
@@ -445,3 +446,19 @@ func (p *Proc) stop() error {
 // SyncBuffer is a bytes.Buffer safe for concurrent writes and reads: the
 // output of a child process read while it runs.
 type SyncBuffer = childproc.SyncBuffer
+
+// ForEachVersion runs f as one subtest per version of All, named after it,
+// with that version's binary: Binary skips (loudly) a missing version, or
+// fails the subtest when SPOE_REQUIRE_HAPROXY=1. Each subtest logs how long
+// it took.
+func ForEachVersion(t *testing.T, f func(t *testing.T, v Version, bin string)) {
+	t.Helper()
+	for _, v := range All {
+		t.Run(string(v), func(t *testing.T) {
+			bin := Binary(t, v)
+			start := time.Now()
+			t.Cleanup(func() { t.Logf("HAProxy %s: %v", v, time.Since(start).Round(time.Millisecond)) })
+			f(t, v, bin)
+		})
+	}
+}
