@@ -16,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/spoe-forge/spoe-forge/internal/childproc"
 	"github.com/spoe-forge/spoe-forge/internal/haproxytest"
 	"github.com/stretchr/testify/require"
 )
@@ -127,7 +128,7 @@ func TestComposeCommandLines(t *testing.T) {
 			order = append(order, n)
 		}
 	}
-	var agentProc *process
+	var agentProc *childproc.Proc
 	parent := t // the agent lives as long as the whole test
 	for _, name := range order {
 		s := c.Services[name]
@@ -186,7 +187,7 @@ func TestComposeCommandLines(t *testing.T) {
 					if r.status == http.StatusOK && r.header.Get("X-Test-Arg") == "/hello" {
 						break
 					}
-					require.True(t, time.Now().Before(deadline), "no answer through the agent: %d %v\n%s", r.status, r.header, p.out.String())
+					require.True(t, time.Now().Before(deadline), "no answer through the agent: %d %v\n%s", r.status, r.header, p.Output())
 					time.Sleep(50 * time.Millisecond)
 				}
 			})
@@ -225,14 +226,14 @@ func TestComposeCommandLines(t *testing.T) {
 		code, out := runStatus(t, 10*time.Second, cleanEnv(), "", bins[hc[0]], hc[1:]...)
 		require.Equal(t, 0, code, out)
 		start := time.Now()
-		require.NoError(t, agentProc.cmd.Process.Signal(syscall.SIGTERM))
+		require.NoError(t, agentProc.Signal(syscall.SIGTERM))
 		select {
-		case <-agentProc.done:
+		case <-agentProc.Done():
 		case <-time.After(grace):
 			t.Fatalf("the agent did not stop within stop_grace_period (%v)", grace)
 		}
-		require.NoError(t, agentProc.err, "the agent's exit status")
-		require.Contains(t, agentProc.out.String(), "lame duck: failing health checks", "the agent was checked: SIGTERM starts the lame-duck period")
+		require.NoError(t, agentProc.Err(), "the agent's exit status")
+		require.Contains(t, agentProc.Output(), "lame duck: failing health checks", "the agent was checked: SIGTERM starts the lame-duck period")
 		t.Logf("the agent stopped %v after SIGTERM (lame duck %s, grace %v)", time.Since(start).Round(time.Millisecond), vars["SPOE_LAME_DUCK"], grace)
 	})
 }
@@ -247,7 +248,7 @@ func nativeArgs(native func(string) string, args []string) []string {
 }
 
 // waitListening waits until addr accepts connections.
-func waitListening(t *testing.T, p *process, addr string) {
+func waitListening(t *testing.T, p *childproc.Proc, addr string) {
 	t.Helper()
 	deadline := time.Now().Add(readyTimeout)
 	for {
@@ -256,11 +257,11 @@ func waitListening(t *testing.T, p *process, addr string) {
 			return
 		}
 		select {
-		case <-p.done:
-			t.Fatalf("exited (%v) before listening on %s:\n%s", p.err, addr, p.out.String())
+		case <-p.Done():
+			t.Fatalf("exited (%v) before listening on %s:\n%s", p.Err(), addr, p.Output())
 		default:
 		}
-		require.True(t, time.Now().Before(deadline), fmt.Sprintf("%s not listening within %v:\n%s", addr, readyTimeout, p.out.String()))
+		require.True(t, time.Now().Before(deadline), fmt.Sprintf("%s not listening within %v:\n%s", addr, readyTimeout, p.Output()))
 		time.Sleep(20 * time.Millisecond)
 	}
 }

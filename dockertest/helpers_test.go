@@ -11,7 +11,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"sort"
 	"strconv"
 	"strings"
@@ -20,7 +19,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/spoe-forge/spoe-forge/internal/haproxytest"
+	"github.com/spoe-forge/spoe-forge/internal/childproc"
 	"github.com/stretchr/testify/require"
 )
 
@@ -135,84 +134,34 @@ func healthcheck(t testing.TB, spoeForge string, port int, extra ...string) (int
 	return runStatus(t, 10*time.Second, os.Environ(), "", spoeForge, args...)
 }
 
-// process is a command started in the background for the length of a test.
-type process struct {
-	cmd  *exec.Cmd
-	out  *haproxytest.SyncBuffer
-	done chan struct{}
-	err  error // cmd.Wait's result, read after done is closed
-}
-
 // startProcess starts bin args..., captures its output, and stops it
 // (SIGTERM, then SIGKILL) when the test ends.
-func startProcess(t testing.TB, bin string, args ...string) *process {
+func startProcess(t testing.TB, bin string, args ...string) *childproc.Proc {
 	t.Helper()
 	return startCmd(t, exec.Command(bin, args...))
 }
 
 // startCmd is startProcess for a prepared command (environment, folder).
-func startCmd(t testing.TB, cmd *exec.Cmd) *process {
+// The process is killed with the test binary if its cleanups never run.
+func startCmd(t testing.TB, cmd *exec.Cmd) *childproc.Proc {
 	t.Helper()
 	bin, args := cmd.Path, cmd.Args[1:]
-	out := &haproxytest.SyncBuffer{}
-	cmd.Stdout, cmd.Stderr = out, out
-	// Killed with the test binary if the cleanups never run (go test's
-	// timeout): the signal is tied to the starting thread, which stays
-	// locked until the process has been reaped.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	p := &process{cmd: cmd, out: out, done: make(chan struct{})}
-	started := make(chan error, 1)
-	go func() {
-		runtime.LockOSThread()
-		defer runtime.UnlockOSThread()
-		if err := cmd.Start(); err != nil {
-			started <- err
-			return
-		}
-		started <- nil
-		p.err = cmd.Wait()
-		close(p.done)
-	}()
-	require.NoError(t, <-started, "starting %s", bin)
+	p, err := childproc.Start(cmd)
+	require.NoError(t, err, "starting %s", bin)
 	t.Cleanup(func() {
-		if err := p.stop(); err != nil {
+		if err := p.Stop(syscall.SIGTERM, stopTimeout); err != nil {
 			t.Errorf("stopping %s: %v", bin, err)
 		}
 		if t.Failed() {
-			t.Logf("output of %s %s:\n%s", bin, strings.Join(args, " "), out.String())
+			t.Logf("output of %s %s:\n%s", bin, strings.Join(args, " "), p.Output())
 		}
 	})
 	return p
 }
 
-func (p *process) stop() error {
-	select {
-	case <-p.done:
-		return nil
-	default:
-	}
-	if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil && !errors.Is(err, os.ErrProcessDone) {
-		return err
-	}
-	select {
-	case <-p.done:
-		return nil
-	case <-time.After(stopTimeout):
-	}
-	if err := p.cmd.Process.Kill(); err != nil && !errors.Is(err, os.ErrProcessDone) {
-		return err
-	}
-	select {
-	case <-p.done:
-		return errors.New("did not stop on SIGTERM; killed")
-	case <-time.After(stopTimeout):
-		return errors.New("still running after SIGKILL")
-	}
-}
-
 // startAgent runs the example agent on 127.0.0.1:port and waits until
 // "spoe-forge healthcheck" passes against it.
-func startAgent(t testing.TB, example, spoeForge string, port int) *process {
+func startAgent(t testing.TB, example, spoeForge string, port int) *childproc.Proc {
 	t.Helper()
 	return startAgentWith(t, example, spoeForge,
 		[]string{"-addr", "127.0.0.1:" + strconv.Itoa(port)}, []string{"--port", strconv.Itoa(port)})
@@ -223,7 +172,7 @@ func startAgent(t testing.TB, example, spoeForge string, port int) *process {
 // say where the agent is and how to reach it). HAProxy checks every 100 ms
 // (checkInter), 3 failures mark it DOWN: a lame-duck period of 500 ms is
 // enough, and stops within stopTimeout.
-func startAgentWith(t testing.TB, example, spoeForge string, args, check []string) *process {
+func startAgentWith(t testing.TB, example, spoeForge string, args, check []string) *childproc.Proc {
 	t.Helper()
 	p := startProcess(t, example, append(args, "-log-level", "debug", "-lame-duck", "500ms")...)
 	deadline := time.Now().Add(readyTimeout)
@@ -233,12 +182,12 @@ func startAgentWith(t testing.TB, example, spoeForge string, args, check []strin
 			return p
 		}
 		select {
-		case <-p.done:
-			t.Fatalf("the agent exited (%v) before answering; output:\n%s", p.err, p.out.String())
+		case <-p.Done():
+			t.Fatalf("the agent exited (%v) before answering; output:\n%s", p.Err(), p.Output())
 		default:
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("the agent did not pass its health check within %v: %s\nagent output:\n%s", readyTimeout, out, p.out.String())
+			t.Fatalf("the agent did not pass its health check within %v: %s\nagent output:\n%s", readyTimeout, out, p.Output())
 		}
 		time.Sleep(50 * time.Millisecond)
 	}

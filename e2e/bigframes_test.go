@@ -18,7 +18,7 @@ import (
 // so a 60 KB body arrives whole in one NOTIFY on every version (3.1+ has no
 // fragmentation: with the old 16380 answer it failed with 259).
 func TestE2E_BufSize64K(t *testing.T) {
-	forEachVersion(t, func(t *testing.T, v haproxytest.Version, bin string) {
+	haproxytest.ForEachVersion(t, func(t *testing.T, v haproxytest.Version, bin string) {
 		ta := startAgent(t, func(a *agent.Agent) {
 			a.Message("e2e-body", func(ctx context.Context, m *agent.Message, act *agent.Actions) error {
 				body, ok := m.Bytes("body")

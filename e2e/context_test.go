@@ -27,7 +27,7 @@ import (
 // every request gets its variables, or the agent's error variable at 1003 (agent.ErrCodeTimeout) when the service is slower
 // than the handler's deadline, and every stale context reports its end.
 func TestE2E_HandlerCallsHTTPWithDerivedContext(t *testing.T) {
-	forEachVersion(t, func(t *testing.T, v haproxytest.Version, bin string) {
+	haproxytest.ForEachVersion(t, func(t *testing.T, v haproxytest.Version, bin string) {
 		svc := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			if strings.HasPrefix(r.URL.Path, "/slow") {
 				select {

@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/spoe-forge/spoe-forge/internal/fleettest"
 	"github.com/spoe-forge/spoe-forge/internal/haproxytest"
 	"github.com/spoe-forge/spoe-forge/pkg/agent"
 	"github.com/spoe-forge/spoe-forge/pkg/codec"
@@ -22,7 +23,7 @@ import (
 // server on a closed port DOWN (L4CON). HAProxy's own view is read twice: on
 // the stats socket and through nbsrv/srv_is_up in a response.
 func TestE2E_HealthCheck(t *testing.T) {
-	forEachVersion(t, func(t *testing.T, v haproxytest.Version, bin string) {
+	haproxytest.ForEachVersion(t, func(t *testing.T, v haproxytest.Version, bin string) {
 		ta := startAgent(t, nil)
 		mode := "spop"
 		if v.Legacy() {
@@ -70,7 +71,7 @@ backend be_dead
 		require.Equal(t, want, got)
 
 		// The UP state holds: several checks later a1 is still UP.
-		st, err := showStat(c.Stats())
+		st, err := fleettest.ShowStat(c.Stats())
 		require.NoError(t, err)
 		require.Equal(t, "UP", st["be_spoa/a1"]["status"])
 		require.Equal(t, "L7OK", st["be_spoa/a1"]["check_status"])
@@ -116,7 +117,7 @@ func copyArgs(m *agent.Message) []gotArg {
 // empty header), BINARY (a body with zero bytes; an empty body), INT64
 // (negative and multi-byte), BOOL true and false.
 func TestE2E_ArgumentTypes(t *testing.T) {
-	forEachVersion(t, func(t *testing.T, v haproxytest.Version, bin string) {
+	haproxytest.ForEachVersion(t, func(t *testing.T, v haproxytest.Version, bin string) {
 		var mu sync.Mutex
 		got := map[string][]gotArg{}
 		ta := startAgent(t, func(a *agent.Agent) {
@@ -192,7 +193,7 @@ spoe-message e2e-types
 // latter from an on-http-response event), and unset-var removes variables
 // (one set by HAProxy before the event, one set earlier in the same ACK).
 func TestE2E_Variables(t *testing.T) {
-	forEachVersion(t, func(t *testing.T, v haproxytest.Version, bin string) {
+	haproxytest.ForEachVersion(t, func(t *testing.T, v haproxytest.Version, bin string) {
 		ta := startAgent(t, func(a *agent.Agent) {
 			a.Message("e2e-req", func(ctx context.Context, m *agent.Message, act *agent.Actions) error {
 				const txn = agent.ScopeTransaction
@@ -218,7 +219,6 @@ func TestE2E_Variables(t *testing.T) {
 				return act.Err()
 			})
 		})
-		appPort := haproxytest.FreePort(t)
 		c := &hapConfig{
 			V: v, FEPort: haproxytest.FreePort(t), AgentAddr: ta.Addr, Check: true,
 			Messages: "e2e-req e2e-res",
@@ -239,14 +239,7 @@ spoe-message e2e-res
     http-response set-header X-Err "%[var(txn.e2e.spoe_error,ABSENT)]"
     use_backend be_app if { path_beg /resp }
 `,
-			Extra: fmt.Sprintf(`
-frontend fe_app
-    bind 127.0.0.1:%d
-    http-request return status 203 content-type text/plain string "app\n"
-
-backend be_app
-    server app1 127.0.0.1:%d
-`, appPort, appPort),
+			Extra: appBackend(t, 203),
 		}
 		startHAProxy(t, bin, c)
 		cl := newClient(t, 1)
@@ -290,7 +283,7 @@ backend be_app
 // Pipelined NOTIFYs must not be mixed up.
 func TestE2E_Concurrent(t *testing.T) {
 	const clients, perClient = 50, 10
-	forEachVersion(t, func(t *testing.T, v haproxytest.Version, bin string) {
+	haproxytest.ForEachVersion(t, func(t *testing.T, v haproxytest.Version, bin string) {
 		var handled atomic.Int64
 		ta := startAgent(t, func(a *agent.Agent) {
 			a.Message("e2e-echo", func(ctx context.Context, m *agent.Message, act *agent.Actions) error {
@@ -309,11 +302,7 @@ func TestE2E_Concurrent(t *testing.T) {
 			V: v, FEPort: haproxytest.FreePort(t), AgentAddr: ta.Addr, Check: true,
 			Messages:   "e2e-echo",
 			Processing: "5s",
-			SPOE: `
-spoe-message e2e-echo
-    args id=req.hdr(x-req-id)
-    event on-frontend-http-request
-`,
+			SPOE:       echoSPOE,
 			Frontend: `
     http-request return status 200 content-type text/plain lf-string "id=%[req.hdr(x-req-id)]\necho=%[var(txn.e2e.echo,ABSENT)]\nerr=%[var(txn.e2e.spoe_error,ABSENT)]\n"
 `,
@@ -371,7 +360,7 @@ spoe-message e2e-echo
 // agent.ErrCodeTooLarge, 1004) rather than send a frame that 3.2 would leave
 // unanswered until timeout processing.
 func TestE2E_AckSize(t *testing.T) {
-	forEachVersion(t, func(t *testing.T, v haproxytest.Version, bin string) {
+	haproxytest.ForEachVersion(t, func(t *testing.T, v haproxytest.Version, bin string) {
 		const mfs = codec.DefaultMaxFrameSize // HAProxy's default offer, echoed by the agent
 		ta := startAgent(t, func(a *agent.Agent) {
 			a.Message("e2e-size", func(ctx context.Context, m *agent.Message, act *agent.Actions) error {

@@ -67,7 +67,7 @@ type errCase struct {
 // Each SPOE engine of the configuration has its own agent backend, so that
 // what one case does to its connections cannot reach another case.
 func TestE2E_ErrorCodes(t *testing.T) {
-	forEachVersion(t, func(t *testing.T, v haproxytest.Version, bin string) {
+	haproxytest.ForEachVersion(t, func(t *testing.T, v haproxytest.Version, bin string) {
 		const deadline = 300 * time.Millisecond // the agent's WithTimeout
 		handler := func(ctx context.Context, m *agent.Message, act *agent.Actions) error {
 			mode, _ := m.String("mode")

@@ -286,7 +286,7 @@ func summary(bad []fleettest.Outcome) string {
 // (and does not treat as a failure: it serves that work).
 func TestFleet_LameDuck(t *testing.T) {
 	const lame = 3 * time.Second
-	forEachVersion(t, func(t *testing.T, v haproxytest.Version, bin string) {
+	haproxytest.ForEachVersion(t, func(t *testing.T, v haproxytest.Version, bin string) {
 		f := startFleet(t, v, bin, lame)
 		spoeForge := fleettest.Build(t, repoRoot(t), "./cmd/spoe-forge")
 		run := fleettest.Load(fleetClients, fleetMaxPerCli, f.request)
@@ -352,7 +352,7 @@ func requireAgentLog(t *testing.T, out string) {
 // must carry its own answer from an agent, without set-on-error, and no
 // 5xx. Every restarted agent gets traffic again.
 func TestFleet_RollingRestart(t *testing.T) {
-	forEachVersion(t, func(t *testing.T, v haproxytest.Version, bin string) {
+	haproxytest.ForEachVersion(t, func(t *testing.T, v haproxytest.Version, bin string) {
 		f := startFleet(t, v, bin, fleetLameDuck)
 		run := fleettest.Load(fleetClients, fleetMaxPerCli, f.request)
 		defer run.Stop()
@@ -425,7 +425,7 @@ func TestFleet_RollingRestart(t *testing.T) {
 // when they have no idle one: here when the two other agents are restarted
 // in turn).
 func TestFleet_Crash(t *testing.T) {
-	forEachVersion(t, func(t *testing.T, v haproxytest.Version, bin string) {
+	haproxytest.ForEachVersion(t, func(t *testing.T, v haproxytest.Version, bin string) {
 		f := startFleet(t, v, bin, fleetLameDuck)
 		run := fleettest.Load(fleetClients, fleetMaxPerCli, f.request)
 		defer run.Stop()

@@ -165,7 +165,7 @@ type hdrsRecord struct {
 func TestE2E_HeadersBlock(t *testing.T) {
 	update := os.Getenv(updateHdrsEnv) == "1"
 	var manifest hdrsManifest
-	forEachVersion(t, func(t *testing.T, v haproxytest.Version, bin string) {
+	haproxytest.ForEachVersion(t, func(t *testing.T, v haproxytest.Version, bin string) {
 		var mu sync.Mutex
 		got := map[string]*hdrsRecord{}
 		record := func(m *agent.Message, dir string) (agent.Headers, error) {

@@ -1,10 +1,8 @@
 package e2e
 
 import (
-	"bufio"
 	"bytes"
 	"context"
-	"encoding/csv"
 	"errors"
 	"fmt"
 	"io"
@@ -18,6 +16,7 @@ import (
 	"text/template"
 	"time"
 
+	"github.com/spoe-forge/spoe-forge/internal/fleettest"
 	"github.com/spoe-forge/spoe-forge/internal/haproxytest"
 	"github.com/spoe-forge/spoe-forge/pkg/agent"
 	"github.com/stretchr/testify/require"
@@ -37,21 +36,6 @@ const (
 	// agentStopTimeout bounds the agent's Shutdown in cleanups.
 	agentStopTimeout = 10 * time.Second
 )
-
-// forEachVersion runs f as one subtest per HAProxy version, named after it.
-// haproxytest.Binary skips (loudly) a missing version, or fails the subtest
-// when SPOE_REQUIRE_HAPROXY=1.
-func forEachVersion(t *testing.T, f func(t *testing.T, v haproxytest.Version, bin string)) {
-	t.Helper()
-	for _, v := range haproxytest.All {
-		t.Run(string(v), func(t *testing.T) {
-			bin := haproxytest.Binary(t, v)
-			start := time.Now()
-			t.Cleanup(func() { t.Logf("HAProxy %s: %v", v, time.Since(start).Round(time.Millisecond)) })
-			f(t, v, bin)
-		})
-	}
-}
 
 // testAgent is an agent served on a 127.0.0.1 listener for one test.
 type testAgent struct {
@@ -283,45 +267,6 @@ func startHAProxy(t *testing.T, bin string, c *hapConfig) *haproxytest.Proc {
 	return p
 }
 
-// showStat runs "show stat" on the stats socket and returns each row of
-// the CSV as field name -> value, keyed by "proxy/server".
-func showStat(sock string) (map[string]map[string]string, error) {
-	c, err := net.DialTimeout("unix", sock, time.Second)
-	if err != nil {
-		return nil, err
-	}
-	defer c.Close()
-	_ = c.SetDeadline(time.Now().Add(2 * time.Second))
-	if _, err := io.WriteString(c, "show stat\n"); err != nil {
-		return nil, err
-	}
-	data, err := io.ReadAll(bufio.NewReader(c))
-	if err != nil {
-		return nil, err
-	}
-	text := strings.TrimPrefix(strings.TrimSpace(string(data)), "# ")
-	r := csv.NewReader(strings.NewReader(text))
-	r.FieldsPerRecord = -1
-	rows, err := r.ReadAll()
-	if err != nil {
-		return nil, fmt.Errorf("parsing show stat: %w\n%s", err, data)
-	}
-	if len(rows) < 2 {
-		return nil, fmt.Errorf("show stat returned no rows: %q", data)
-	}
-	out := map[string]map[string]string{}
-	for _, row := range rows[1:] {
-		m := map[string]string{}
-		for i, name := range rows[0] {
-			if i < len(row) {
-				m[name] = row[i]
-			}
-		}
-		out[m["pxname"]+"/"+m["svname"]] = m
-	}
-	return out, nil
-}
-
 // waitServer polls the stats socket until proxy/server has the given status
 // and a check_status starting with check.
 func waitServer(t *testing.T, sock, proxy, server, status, check string) map[string]string {
@@ -330,7 +275,7 @@ func waitServer(t *testing.T, sock, proxy, server, status, check string) map[str
 	var lastErr error
 	deadline := time.Now().Add(pollTimeout)
 	for time.Now().Before(deadline) {
-		st, err := showStat(sock)
+		st, err := fleettest.ShowStat(sock)
 		lastErr = err
 		if err == nil {
 			last = st[proxy+"/"+server]
@@ -435,4 +380,34 @@ func hdr(kv ...string) http.Header {
 		h[http.CanonicalHeaderKey(kv[i])] = append(h[http.CanonicalHeaderKey(kv[i])], kv[i+1])
 	}
 	return h
+}
+
+// echoSPOE is the SPOE section of the message e2e-echo: the request's
+// X-Req-Id header as the argument id, on every request.
+const echoSPOE = `
+spoe-message e2e-echo
+    args id=req.hdr(x-req-id)
+    event on-frontend-http-request
+`
+
+// echo is the plain handler of e2e-echo: txn.e2e.echo gets the id.
+func echo(_ context.Context, m *agent.Message, act *agent.Actions) error {
+	id, _ := m.String("id")
+	act.SetString(agent.ScopeTransaction, "echo", id)
+	return nil
+}
+
+// appBackend returns the hapConfig.Extra of an application that HAProxy
+// itself plays on a free port: frontend fe_app answers every request with
+// status and the body "app\n", and backend be_app sends requests to it.
+func appBackend(t *testing.T, status int) string {
+	port := haproxytest.FreePort(t)
+	return fmt.Sprintf(`
+frontend fe_app
+    bind 127.0.0.1:%d
+    http-request return status %d content-type text/plain string "app\n"
+
+backend be_app
+    server app1 127.0.0.1:%d
+`, port, status, port)
 }

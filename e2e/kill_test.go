@@ -2,7 +2,6 @@ package e2e
 
 import (
 	"bytes"
-	"context"
 	"runtime"
 	"sync"
 	"testing"
@@ -19,23 +18,15 @@ import (
 // process's connections, logs nothing above info, and its connection and
 // goroutine counts come back to their idle level afterwards.
 func TestE2E_KillAndRestart(t *testing.T) {
-	forEachVersion(t, func(t *testing.T, v haproxytest.Version, bin string) {
+	haproxytest.ForEachVersion(t, func(t *testing.T, v haproxytest.Version, bin string) {
 		ta := startAgent(t, func(a *agent.Agent) {
-			a.Message("e2e-echo", func(ctx context.Context, m *agent.Message, act *agent.Actions) error {
-				id, _ := m.String("id")
-				act.SetString(agent.ScopeTransaction, "echo", id)
-				return nil
-			})
+			a.Message("e2e-echo", echo)
 		})
 		idleGoroutines := agentGoroutines()
 		c := &hapConfig{
 			V: v, FEPort: haproxytest.FreePort(t), AgentAddr: ta.Addr, Check: true,
 			Messages: "e2e-echo",
-			SPOE: `
-spoe-message e2e-echo
-    args id=req.hdr(x-req-id)
-    event on-frontend-http-request
-`,
+			SPOE:     echoSPOE,
 			Frontend: `
     http-request return status 200 content-type text/plain lf-string "echo=%[var(txn.e2e.echo,ABSENT)]\nerr=%[var(txn.e2e.spoe_error,ABSENT)]\n"
 `,

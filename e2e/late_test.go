@@ -31,7 +31,7 @@ func (o *ackCounter) FrameOut(t codec.FrameType, _ int) {
 // with agent.ErrCodeTimeout (1003) and none of its actions, long before it returns; when it
 // does return, nothing more is sent.
 func TestE2E_LateHandlerAnsweredAtDeadline(t *testing.T) {
-	forEachVersion(t, func(t *testing.T, v haproxytest.Version, bin string) {
+	haproxytest.ForEachVersion(t, func(t *testing.T, v haproxytest.Version, bin string) {
 		const timeout = 200 * time.Millisecond
 		var obs ackCounter
 		returned := make(chan struct{})
@@ -87,7 +87,7 @@ spoe-message e2e-late
 // and 3.2, the response event lost its answer on all three (X-Resp ABSENT,
 // X-Agent-Error 3 from the late ACK, X-Spoe-Error 1 from HAProxy's timeout).
 func TestE2E_LateHandlerDoesNotAnswerTheNextEvent(t *testing.T) {
-	forEachVersion(t, func(t *testing.T, v haproxytest.Version, bin string) {
+	haproxytest.ForEachVersion(t, func(t *testing.T, v haproxytest.Version, bin string) {
 		const (
 			timeout    = 1800 * time.Millisecond // below timeout processing 2s
 			reqTakes   = 2500 * time.Millisecond // past timeout processing
@@ -109,7 +109,6 @@ func TestE2E_LateHandlerDoesNotAnswerTheNextEvent(t *testing.T) {
 				return nil
 			})
 		}, agent.WithErrorVar(agent.ScopeTransaction, "agent_error"), agent.WithTimeout(timeout), agent.WithObserver(&obs))
-		appPort := haproxytest.FreePort(t)
 		c := &hapConfig{
 			V: v, FEPort: haproxytest.FreePort(t), AgentAddr: ta.Addr, Check: true,
 			Messages:   "e2e-req e2e-resp",
@@ -131,14 +130,7 @@ spoe-message e2e-resp
     http-response set-header X-Resp "%[var(txn.e2e.resp,ABSENT)]"
     use_backend be_app
 `,
-			Extra: fmt.Sprintf(`
-frontend fe_app
-    bind 127.0.0.1:%d
-    http-request return status 200 content-type text/plain string "app\n"
-
-backend be_app
-    server app1 127.0.0.1:%d
-`, appPort, appPort),
+			Extra: appBackend(t, 200),
 		}
 		startHAProxy(t, bin, c)
 		cl := newClient(t, 1)

@@ -30,7 +30,7 @@ import (
 // set-on-error 259 (256 + status 3, "frame too big", spop.md §8.4) and the
 // handler is never called. The test asserts that documented behaviour.
 func TestE2E_Fragmentation(t *testing.T) {
-	forEachVersion(t, func(t *testing.T, v haproxytest.Version, bin string) {
+	haproxytest.ForEachVersion(t, func(t *testing.T, v haproxytest.Version, bin string) {
 		var mu sync.Mutex
 		seen := map[string]int{} // id -> body length the handler saw
 		ta := startAgent(t, func(a *agent.Agent) {
@@ -165,7 +165,7 @@ spoe-message e2e-body
 // the agent has seen it die (the agent half-closes its side), then lets A's
 // handler finish: A's response must carry the handler's variable.
 func TestE2E_Async(t *testing.T) {
-	forEachVersion(t, func(t *testing.T, v haproxytest.Version, bin string) {
+	haproxytest.ForEachVersion(t, func(t *testing.T, v haproxytest.Version, bin string) {
 		if !v.Legacy() {
 			t.Skip("SKIP (not applicable): HAProxy 3.1+ removed async (spop.md §8.3, §8.5): an ACK must come back on its NOTIFY's connection")
 		}

@@ -71,23 +71,15 @@ func loadLoop(cl *http.Client, url string, n int, stop, abandon <-chan struct{})
 // answer.
 func TestE2E_Reload(t *testing.T) {
 	const reloads, clients, perGen = 3, 8, 50
-	forEachVersion(t, func(t *testing.T, v haproxytest.Version, bin string) {
+	haproxytest.ForEachVersion(t, func(t *testing.T, v haproxytest.Version, bin string) {
 		ta := startAgent(t, func(a *agent.Agent) {
-			a.Message("e2e-echo", func(ctx context.Context, m *agent.Message, act *agent.Actions) error {
-				id, _ := m.String("id")
-				act.SetString(agent.ScopeTransaction, "echo", id)
-				return nil
-			})
+			a.Message("e2e-echo", echo)
 		})
 		c := &hapConfig{
 			V: v, FEPort: haproxytest.FreePort(t), AgentAddr: ta.Addr, Check: true,
 			Messages:   "e2e-echo",
 			Processing: "5s",
-			SPOE: `
-spoe-message e2e-echo
-    args id=req.hdr(x-req-id)
-    event on-frontend-http-request
-`,
+			SPOE:       echoSPOE,
 		}
 		// Each generation's configuration says which one answered.
 		frontend := func(gen int) string {
@@ -173,7 +165,7 @@ spoe-message e2e-echo
 //   - busy: 32 clients, handlers take 1-3 ms; Shutdown is called once 150
 //     handlers have finished, with no coordination with the handlers.
 func TestE2E_Shutdown(t *testing.T) {
-	forEachVersion(t, func(t *testing.T, v haproxytest.Version, bin string) {
+	haproxytest.ForEachVersion(t, func(t *testing.T, v haproxytest.Version, bin string) {
 		t.Run("blocked", func(t *testing.T) { shutdownUnderLoad(t, v, bin, true) })
 		t.Run("busy", func(t *testing.T) { shutdownUnderLoad(t, v, bin, false) })
 	})
@@ -219,11 +211,7 @@ func shutdownUnderLoad(t *testing.T, v haproxytest.Version, bin string, blocked 
 		// After the agent left, 2.6 fails the NOTIFYs it still has on this
 		// timeout (error 1), 3.x on the failed reconnects (257).
 		Processing: "3s",
-		SPOE: `
-spoe-message e2e-echo
-    args id=req.hdr(x-req-id)
-    event on-frontend-http-request
-`,
+		SPOE:       echoSPOE,
 		Frontend: `
     http-request return status 200 content-type text/plain lf-string "echo=%[var(txn.e2e.echo,ABSENT)]\nerr=%[var(txn.e2e.spoe_error,ABSENT)]\n"
 `,

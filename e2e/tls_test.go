@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/spoe-forge/spoe-forge/internal/fleettest"
 	"github.com/spoe-forge/spoe-forge/internal/haproxytest"
 	"github.com/spoe-forge/spoe-forge/internal/spoptest"
 	"github.com/spoe-forge/spoe-forge/internal/testpki"
@@ -140,7 +141,7 @@ func (c *hapClient) url(path string) string { return c.cfg.URL(path) }
 // over TLS and marks the agent UP, and every request gets its variables.
 // Every connection the agent served went through a handshake.
 func TestE2E_MutualTLS(t *testing.T) {
-	forEachVersion(t, func(t *testing.T, v haproxytest.Version, bin string) {
+	haproxytest.ForEachVersion(t, func(t *testing.T, v haproxytest.Version, bin string) {
 		p := newPKI(t)
 		ev := &tlsEvents{}
 		ta := startAgent(t, registerTLS, agent.WithTLS(p.certFiles(t).TLSConfig()), agent.WithObserver(ev))
@@ -175,7 +176,7 @@ func TestE2E_TLSRefused(t *testing.T) {
 		{"no client certificate", func(*pki) string { return "" }, "client didn't provide a certificate"},
 		{"client certificate from another CA", func(p *pki) string { return p.stranger }, "certificate signed by unknown authority"},
 	}
-	forEachVersion(t, func(t *testing.T, v haproxytest.Version, bin string) {
+	haproxytest.ForEachVersion(t, func(t *testing.T, v haproxytest.Version, bin string) {
 		for _, tc := range cases {
 			t.Run(tc.name, func(t *testing.T) {
 				p := newPKI(t)
@@ -217,7 +218,7 @@ func TestE2E_TLSRefused(t *testing.T) {
 // HAProxy's mutual TLS connections to the same agent go on serving every
 // request.
 func TestE2E_TLSPlainClient(t *testing.T) {
-	forEachVersion(t, func(t *testing.T, v haproxytest.Version, bin string) {
+	haproxytest.ForEachVersion(t, func(t *testing.T, v haproxytest.Version, bin string) {
 		p := newPKI(t)
 		ev := &tlsEvents{}
 		ta := startAgent(t, registerTLS, agent.WithTLS(p.certFiles(t).TLSConfig()), agent.WithObserver(ev))
@@ -239,32 +240,7 @@ backend be_plain
 		}
 		startHAProxy(t, bin, c)
 
-		stop := make(chan struct{})
-		var wg sync.WaitGroup
-		var served, failed atomic.Int64
-		var firstErr atomic.Value
-		cl := &hapClient{newClient(t, 4), c}
-		for w := range 4 {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				for i := 0; ; i++ {
-					select {
-					case <-stop:
-						return
-					default:
-					}
-					id := fmt.Sprintf("w%d-%d", w, i)
-					r, err := do(cl.Client, "GET", cl.url("/tls/"+id), hdr("X-Id", id), nil)
-					if err != nil || r.Vars()["id"] != id || r.Vars()["err"] != "ABSENT" {
-						failed.Add(1)
-						firstErr.CompareAndSwap(nil, fmt.Sprintf("%v %+v", err, r))
-						continue
-					}
-					served.Add(1)
-				}
-			}()
-		}
+		load := startTLSLoad(t, c, 4)
 		// Raw plain-text clients, as a scanner or a misconfigured peer.
 		for range 10 {
 			nc, err := net.Dial("tcp", ta.Addr)
@@ -280,19 +256,18 @@ backend be_plain
 		row := waitServer(t, c.Stats(), "be_plain", "p1", "DOWN", "L7")
 		t.Logf("p1 (no ssl): %s, check %s (%s)", row["status"], row["check_status"], row["last_chk"])
 		time.Sleep(500 * time.Millisecond)
-		close(stop)
-		wg.Wait()
+		load.finish()
 
-		require.Zero(t, failed.Load(), "failed requests (first: %v)", firstErr.Load())
-		require.Positive(t, served.Load())
+		require.Zero(t, load.failed.Load(), "failed requests (first: %v)", load.firstErr.Load())
+		require.Positive(t, load.served.Load())
 		require.GreaterOrEqual(t, ev.failed.Load(), int64(10+3))
-		st, err := showStat(c.Stats())
+		st, err := fleettest.ShowStat(c.Stats())
 		require.NoError(t, err)
 		require.Equal(t, "UP", st["be_spoa/a1"]["status"], "the mutual TLS server stayed UP")
 		for _, e := range ta.problems() {
 			require.Equal(t, "TLS handshake failed", e.Message, "unexpected problem:\n%s", formatLogs(ta.problems()))
 		}
-		t.Logf("%d requests served during the refusals; %d handshakes failed, %d succeeded", served.Load(), ev.failed.Load(), ev.ok.Load())
+		t.Logf("%d requests served during the refusals; %d handshakes failed, %d succeeded", load.served.Load(), ev.failed.Load(), ev.ok.Load())
 	})
 }
 
@@ -300,7 +275,7 @@ backend be_plain
 // ("server a1 unix@/path"): spop-check marks it UP and requests get their
 // variables.
 func TestE2E_UnixSocket(t *testing.T) {
-	forEachVersion(t, func(t *testing.T, v haproxytest.Version, bin string) {
+	haproxytest.ForEachVersion(t, func(t *testing.T, v haproxytest.Version, bin string) {
 		dir, err := os.MkdirTemp("", "e2e") // unix socket paths are limited to 108 bytes
 		require.NoError(t, err)
 		t.Cleanup(func() { _ = os.RemoveAll(dir) })
@@ -328,7 +303,7 @@ func TestE2E_UnixSocket(t *testing.T) {
 // reloaded, new handshakes (HAProxy's checks) get the new certificate and
 // pass, established connections go on, and no request fails.
 func TestE2E_CertRotationUnderLoad(t *testing.T) {
-	forEachVersion(t, func(t *testing.T, v haproxytest.Version, bin string) {
+	haproxytest.ForEachVersion(t, func(t *testing.T, v haproxytest.Version, bin string) {
 		p := newPKI(t)
 		ca2 := testpki.NewCA(t, "e2e CA 2")
 		// HAProxy trusts both CAs from the start, as a CA rotation needs.
@@ -343,34 +318,9 @@ func TestE2E_CertRotationUnderLoad(t *testing.T) {
 		}
 		startHAProxy(t, bin, c)
 
-		stop := make(chan struct{})
-		var wg sync.WaitGroup
-		var served, failed atomic.Int64
-		var firstErr atomic.Value
-		cl := &hapClient{newClient(t, 8), c}
-		for w := range 8 {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				for i := 0; ; i++ {
-					select {
-					case <-stop:
-						return
-					default:
-					}
-					id := fmt.Sprintf("w%d-%d", w, i)
-					r, err := do(cl.Client, "GET", cl.url("/tls/"+id), hdr("X-Id", id), nil)
-					if err != nil || r.Vars()["id"] != id || r.Vars()["err"] != "ABSENT" {
-						failed.Add(1)
-						firstErr.CompareAndSwap(nil, fmt.Sprintf("%v %+v", err, r))
-						continue
-					}
-					served.Add(1)
-				}
-			}()
-		}
-		waitFor(t, "some load", func() bool { return served.Load() > 50 })
-		before := served.Load()
+		load := startTLSLoad(t, c, 8)
+		waitFor(t, "some load", func() bool { return load.served.Load() > 50 })
+		before := load.served.Load()
 
 		// Rotate: a certificate from CA 2, and CA 2 in the client CA file.
 		renewed := ca2.Issue(t, "agent renewed")
@@ -390,17 +340,61 @@ func TestE2E_CertRotationUnderLoad(t *testing.T) {
 		require.Equal(t, renewed.Leaf.SerialNumber, tc.ConnectionState().PeerCertificates[0].SerialNumber)
 		_ = tc.Close()
 		waitFor(t, "handshakes with the new certificate", func() bool { return ev.ok.Load() >= handshakes+4 })
-		waitFor(t, "load after the rotation", func() bool { return served.Load() > 2*before })
-		close(stop)
-		wg.Wait()
+		waitFor(t, "load after the rotation", func() bool { return load.served.Load() > 2*before })
+		load.finish()
 
-		require.Zero(t, failed.Load(), "failed requests (first: %v)", firstErr.Load())
-		st, err := showStat(c.Stats())
+		require.Zero(t, load.failed.Load(), "failed requests (first: %v)", load.firstErr.Load())
+		st, err := fleettest.ShowStat(c.Stats())
 		require.NoError(t, err)
 		require.Equal(t, "UP", st["be_spoa/a1"]["status"])
 		require.Equal(t, "L7OK", st["be_spoa/a1"]["check_status"])
 		t.Logf("%d requests, 0 failed; %d handshakes before the rotation, %d after; %d failed",
-			served.Load(), handshakes, ev.ok.Load()-handshakes, ev.failed.Load())
+			load.served.Load(), handshakes, ev.ok.Load()-handshakes, ev.failed.Load())
 		ta.requireNoProblems(t)
 	})
+}
+
+// tlsLoad is requests sent through HAProxy by a few workers, each with an
+// id of its own, until finish: served counts those that got their
+// variables, failed the others (firstErr says how the first failed).
+type tlsLoad struct {
+	served, failed atomic.Int64
+	firstErr       atomic.Value
+	stop           chan struct{}
+	wg             sync.WaitGroup
+}
+
+// startTLSLoad starts workers workers on c's frontend (path /tls/<id>),
+// one connection each.
+func startTLSLoad(t *testing.T, c *hapConfig, workers int) *tlsLoad {
+	l := &tlsLoad{stop: make(chan struct{})}
+	cl := &hapClient{newClient(t, workers), c}
+	for w := range workers {
+		l.wg.Add(1)
+		go func() {
+			defer l.wg.Done()
+			for i := 0; ; i++ {
+				select {
+				case <-l.stop:
+					return
+				default:
+				}
+				id := fmt.Sprintf("w%d-%d", w, i)
+				r, err := do(cl.Client, "GET", cl.url("/tls/"+id), hdr("X-Id", id), nil)
+				if err != nil || r.Vars()["id"] != id || r.Vars()["err"] != "ABSENT" {
+					l.failed.Add(1)
+					l.firstErr.CompareAndSwap(nil, fmt.Sprintf("%v %+v", err, r))
+					continue
+				}
+				l.served.Add(1)
+			}
+		}()
+	}
+	return l
+}
+
+// finish stops the workers and waits for them.
+func (l *tlsLoad) finish() {
+	close(l.stop)
+	l.wg.Wait()
 }

@@ -31,14 +31,13 @@ else
 	echo "test.sh: WARNING: $cache/env.sh not found: tests needing HAProxy will look in the default places, and be skipped if it is not there (run scripts/install-haproxy.sh)" >&2
 fi
 
-# Modules of their own (kept apart so that the library does not depend on
-# what they use: OpenTelemetry, Redis clients, bench/report's plotting
-# library): tested first, so that the last lines are the main module's.
-# bench/peers, a module nested in bench, holds only the benchmark agents and
-# has no tests.
-for m in examples/otel examples/ratelimit bench; do
+# Modules of their own (scripts/modules.sh: kept apart so that the library
+# does not depend on what they use): tested first, so that the last lines
+# are the main module's.
+. scripts/modules.sh
+for m in "${SPOE_MODULES[@]}"; do
 	echo "test.sh: go test in $m (a module of its own)" >&2
-	(cd "$m" && go test -race -count=1 -timeout 5m ./...)
+	(cd "$m" && go test -race -count=1 -timeout 10m ./...)
 done
 
 exec go test -race -count=1 -timeout 15m ./... "$@"

@@ -18,7 +18,6 @@ import (
 	"syscall"
 	"time"
 
-	hdrhistogram "github.com/HdrHistogram/hdrhistogram-go"
 	"github.com/spoe-forge/spoe-forge/pkg/codec"
 )
 
@@ -98,10 +97,10 @@ type conn struct {
 	batch []int32
 	when  []int64
 	wbuf  []byte
-	lag   *hdrhistogram.Histogram // open loop: actual send - intended send
+	lag   *histogram // open loop: actual send - intended send
 
 	// owned by the reader
-	hist    *hdrhistogram.Histogram
+	hist    *histogram
 	checker ackChecker
 	scratch []byte
 
@@ -114,7 +113,7 @@ type conn struct {
 	_     [64]byte
 }
 
-func newHist() *hdrhistogram.Histogram { return hdrhistogram.New(1, maxTrackedNS, 3) }
+func newHist() *histogram { return newHistogram(maxTrackedNS) }
 
 // hello performs the handshake as HAProxy does and returns the negotiated
 // max-frame-size and capabilities.
@@ -376,7 +375,7 @@ func (c *conn) writeOpen(r *run) error {
 			}
 			for i := range n {
 				if c.when[i] >= r.measureStart {
-					_ = c.lag.RecordValue(max(now-c.when[i], 1))
+					c.lag.record(now - c.when[i])
 				}
 			}
 		}
@@ -503,7 +502,7 @@ func (c *conn) onAck(r *run, f codec.Frame, now int64) {
 	}
 	end := r.measureEnd.Load()
 	if s.intended >= r.measureStart && s.intended < end {
-		_ = c.hist.RecordValue(max(now-s.intended, 1))
+		c.hist.record(now - s.intended)
 	}
 	if now >= r.measureStart && now < end {
 		c.acked.Add(1)

@@ -10,7 +10,7 @@
 // soon as a slot of the window frees up. Open loop (-rate N) sends N
 // NOTIFY/s in total on a fixed schedule and measures latency from each
 // NOTIFY's intended send time, so a stalled agent cannot hide its stall
-// (no coordinated omission). Latencies go to an HDR histogram.
+// (no coordinated omission). Latencies go to a log-linear histogram (hist.go).
 //
 //	go run ./cmd/bench -addr 127.0.0.1:12345 -conns 16 -pipeline 64 -duration 10s -expect-var score
 //	go run ./cmd/bench -addr 127.0.0.1:12345 -conns 4 -pipeline 16 -rate 20000 -json

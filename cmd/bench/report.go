@@ -7,7 +7,6 @@ import (
 	"strings"
 	"time"
 
-	hdrhistogram "github.com/HdrHistogram/hdrhistogram-go"
 	"github.com/spoe-forge/spoe-forge/pkg/codec"
 )
 
@@ -78,16 +77,16 @@ type agentUse struct {
 	Error           string  `json:"error,omitempty"`
 }
 
-func summarize(h *hdrhistogram.Histogram) latency {
+func summarize(h *histogram) latency {
 	us := func(ns int64) float64 { return float64(ns) / 1e3 }
 	return latency{
-		Count: h.TotalCount(),
-		Mean:  h.Mean() / 1e3,
-		P50:   us(h.ValueAtPercentile(50)),
-		P90:   us(h.ValueAtPercentile(90)),
-		P99:   us(h.ValueAtPercentile(99)),
-		P999:  us(h.ValueAtPercentile(99.9)),
-		Max:   us(h.Max()),
+		Count: int64(h.count()),
+		Mean:  h.mean() / 1e3,
+		P50:   us(h.percentile(50)),
+		P90:   us(h.percentile(90)),
+		P99:   us(h.percentile(99)),
+		P999:  us(h.percentile(99.9)),
+		Max:   us(h.maximum()),
 	}
 }
 
@@ -107,8 +106,8 @@ func (r *run) result(window time.Duration) *result {
 	res.Window = cfg.pipeline
 	caps := codec.Capabilities(0xff)
 	for _, c := range r.conns {
-		hist.Merge(c.hist)
-		lag.Merge(c.lag)
+		hist.merge(c.hist)
+		lag.merge(c.lag)
 		res.Notifies += c.acked.Load()
 		res.Sent += c.sent.Load()
 		res.LateAcks += c.late.Load()

@@ -155,7 +155,7 @@ func main() {
 func run(f *flags, log *zap.Logger) error {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	m := metrics.New(reg, "check-request")
+	m := metrics.New()
 	opts := []agent.Option{
 		agent.WithLogger(log),
 		agent.WithErrorVar(agent.ScopeTransaction, "agent_error"),
@@ -193,8 +193,9 @@ func run(f *flags, log *zap.Logger) error {
 	warnExposure(log, f)
 
 	a := agent.New(opts...)
-	m.ObserveAgent(a)
 	a.Message("check-request", checkRequest)
+	m.ObserveAgent(a)
+	reg.MustRegister(m)
 
 	if f.metricsAddr != "" {
 		mux := http.NewServeMux()

@@ -18,7 +18,7 @@ func TestConfigs(t *testing.T) { exampletest.CheckConfigs(t) }
 // test's client (127.0.0.1) passes until the list blocks it, then gets 403;
 // with the agent down the request passes (fail open) and says why.
 func TestE2E(t *testing.T) {
-	exampletest.ForEachVersion(t, func(t *testing.T, v haproxytest.Version, bin string) {
+	haproxytest.ForEachVersion(t, func(t *testing.T, v haproxytest.Version, bin string) {
 		l, err := parse("192.0.2.0/24 2001:db8::/32")
 		require.NoError(t, err)
 		c := newChecker(l)

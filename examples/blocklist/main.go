@@ -4,7 +4,7 @@
 // HAProxy answers 403 to blocked clients (see README.md and the
 // configuration files beside this one). SIGHUP reloads the list file.
 //
-//	go run ./examples/blocklist -addr 127.0.0.1:12345 -file blocklist.txt -block 192.0.2.0/24,2001:db8::/32
+//	go run ./blocklist -addr 127.0.0.1:12345 -file blocklist.txt -block 192.0.2.0/24,2001:db8::/32
 package main
 
 import (

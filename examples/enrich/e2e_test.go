@@ -20,7 +20,7 @@ func TestConfigs(t *testing.T) { exampletest.CheckConfigs(t) }
 // which the client gets back) and the agent's X-Risk-Score, never the
 // client's own.
 func TestE2E(t *testing.T) {
-	exampletest.ForEachVersion(t, func(t *testing.T, v haproxytest.Version, bin string) {
+	haproxytest.ForEachVersion(t, func(t *testing.T, v haproxytest.Version, bin string) {
 		srv := spoetest.NewServer(newAgent(zaptest.NewLogger(t, zaptest.Level(zap.WarnLevel))))
 		t.Cleanup(func() { require.NoError(t, srv.Close()) })
 		st := exampletest.Start(t, v, bin, srv.Addr)

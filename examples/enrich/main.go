@@ -5,7 +5,7 @@
 // to the application as X-Request-Id and X-Risk-Score (see README.md and
 // the configuration files beside this one).
 //
-//	go run ./examples/enrich -addr 127.0.0.1:12345
+//	go run ./enrich -addr 127.0.0.1:12345
 package main
 
 import (

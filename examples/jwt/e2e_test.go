@@ -22,7 +22,7 @@ func TestConfigs(t *testing.T) { exampletest.CheckConfigs(t) }
 // does), an invalid or missing one, or two Authorization headers, get 401
 // with the reason, and with the agent down HAProxy fails closed with 503.
 func TestE2E(t *testing.T) {
-	exampletest.ForEachVersion(t, func(t *testing.T, v haproxytest.Version, bin string) {
+	haproxytest.ForEachVersion(t, func(t *testing.T, v haproxytest.Version, bin string) {
 		a, err := newAgent(zaptest.NewLogger(t, zaptest.Level(zap.WarnLevel)), config{Secret: testSecret, Leeway: time.Second})
 		require.NoError(t, err)
 		srv := spoetest.NewServer(a)

@@ -4,15 +4,11 @@ import (
 	"os"
 	"testing"
 
-	"go.uber.org/goleak"
+	"github.com/spoe-forge/spoe-forge/internal/leakcheck"
 )
 
 func TestMain(m *testing.M) {
-	goleak.VerifyTestMain(m,
-		// ants starts its default pool when imported; those two goroutines
-		// belong to it, not to us.
-		goleak.IgnoreAnyFunction("github.com/panjf2000/ants/v2.(*poolCommon).purgeStaleWorkers"),
-		goleak.IgnoreAnyFunction("github.com/panjf2000/ants/v2.(*poolCommon).ticktock"))
+	leakcheck.VerifyTestMain(m)
 }
 
 func writeFile(name, content string) error { return os.WriteFile(name, []byte(content), 0o600) }

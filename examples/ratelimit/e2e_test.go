@@ -19,7 +19,7 @@ func TestConfigs(t *testing.T) { exampletest.CheckConfigs(t) }
 // is left. With the agent down nothing is limited (fail open), and the
 // response says why.
 func TestE2E(t *testing.T) {
-	exampletest.ForEachVersion(t, func(t *testing.T, v haproxytest.Version, bin string) {
+	haproxytest.ForEachVersion(t, func(t *testing.T, v haproxytest.Version, bin string) {
 		// One token per 100 s: nothing refills during the test.
 		a, _, err := newAgent(zaptest.NewLogger(t, zaptest.Level(zap.WarnLevel)),
 			config{Rate: 0.01, Burst: 3, MaxClients: 100, IPv6Prefix: 64})

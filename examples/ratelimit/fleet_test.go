@@ -146,7 +146,7 @@ func (f *fleetStack) count(t *testing.T, n int) (ok, limited, errs int, slowest 
 func TestFleetGlobalLimit(t *testing.T) {
 	const burst, n = 20, 90
 	limits := []string{"-rate", "0.001", "-burst", fmt.Sprint(burst)}
-	exampletest.ForEachVersion(t, func(t *testing.T, v haproxytest.Version, bin string) {
+	haproxytest.ForEachVersion(t, func(t *testing.T, v haproxytest.Version, bin string) {
 		t.Run("in-process", func(t *testing.T) {
 			f := startFleet(t, v, bin, limits...)
 			ok, limited, errs, _ := f.count(t, n)

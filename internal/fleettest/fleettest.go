@@ -15,21 +15,19 @@ import (
 	"bufio"
 	"context"
 	"encoding/csv"
-	"errors"
 	"fmt"
 	"io"
 	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strings"
 	"sync"
 	"syscall"
 	"testing"
 	"time"
 
-	"github.com/spoe-forge/spoe-forge/internal/haproxytest"
+	"github.com/spoe-forge/spoe-forge/internal/childproc"
 )
 
 // Bounds of this package's waits.
@@ -46,7 +44,8 @@ var builds = struct {
 
 // Build compiles package pkg ("./cmd/example", ".") of the module in dir
 // once per test binary and returns the path of the binary. Call
-// RemoveBuilds when the tests are done (from TestMain).
+// RemoveBuilds when the tests are done (from TestMain, through
+// RemovingBuilds).
 func Build(t testing.TB, dir, pkg string) string {
 	t.Helper()
 	builds.Lock()
@@ -89,13 +88,22 @@ func RemoveBuilds() {
 	}
 }
 
+// RemovingBuilds wraps m so that its Run calls RemoveBuilds once the tests
+// have run; TestMain passes it to goleak (leakcheck.VerifyTestMain), which
+// runs it.
+func RemovingBuilds(m *testing.M) interface{ Run() int } { return removing{m} }
+
+type removing struct{ m *testing.M }
+
+func (r removing) Run() int {
+	defer RemoveBuilds()
+	return r.m.Run()
+}
+
 // Proc is a child process started by Start.
 type Proc struct {
 	Name string
-	cmd  *exec.Cmd
-	out  *haproxytest.SyncBuffer
-	done chan struct{}
-	err  error // cmd.Wait's result, read after done is closed
+	p    *childproc.Proc
 }
 
 // Start runs bin with args and the extra environment env ("K=V", added to
@@ -106,33 +114,17 @@ func Start(t testing.TB, name, bin string, env []string, args ...string) *Proc {
 	t.Helper()
 	cmd := exec.Command(bin, args...)
 	cmd.Env = append(os.Environ(), env...)
-	out := &haproxytest.SyncBuffer{}
-	cmd.Stdout, cmd.Stderr = out, out
-	// Killed with the test binary if its cleanups never run: the signal is
-	// tied to the starting thread, which stays locked until the reaping.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	p := &Proc{Name: name, cmd: cmd, out: out, done: make(chan struct{})}
-	started := make(chan error, 1)
-	go func() {
-		runtime.LockOSThread()
-		defer runtime.UnlockOSThread()
-		if err := cmd.Start(); err != nil {
-			started <- err
-			return
-		}
-		started <- nil
-		p.err = cmd.Wait()
-		close(p.done)
-	}()
-	if err := <-started; err != nil {
+	cp, err := childproc.Start(cmd) // killed with the test binary if its cleanups never run
+	if err != nil {
 		t.Fatalf("fleettest: starting %s (%s): %v", name, bin, err)
 	}
+	p := &Proc{Name: name, p: cp}
 	t.Cleanup(func() {
 		if err := p.Stop(); err != nil {
 			t.Errorf("fleettest: stopping %s: %v", name, err)
 		}
 		if t.Failed() {
-			t.Logf("output of %s (%s %s):\n%s", name, bin, strings.Join(args, " "), tail(out.String(), 200))
+			t.Logf("output of %s (%s %s):\n%s", name, bin, strings.Join(args, " "), tail(cp.Output(), 200))
 		}
 	})
 	return p
@@ -148,78 +140,37 @@ func tail(s string, n int) string {
 }
 
 // Pid returns the process id.
-func (p *Proc) Pid() int { return p.cmd.Process.Pid }
+func (p *Proc) Pid() int { return p.p.Pid() }
 
 // Output returns what the process wrote so far.
-func (p *Proc) Output() string { return p.out.String() }
+func (p *Proc) Output() string { return p.p.Output() }
 
 // Signal sends sig.
-func (p *Proc) Signal(sig os.Signal) error { return p.cmd.Process.Signal(sig) }
+func (p *Proc) Signal(sig os.Signal) error { return p.p.Signal(sig) }
 
 // Exited reports whether the process has exited.
-func (p *Proc) Exited() bool {
-	select {
-	case <-p.done:
-		return true
-	default:
-		return false
-	}
-}
+func (p *Proc) Exited() bool { return p.p.Exited(0) }
 
 // Wait waits up to timeout for the process to exit and returns its exit
 // error (nil for status 0), or an error if it is still running.
 func (p *Proc) Wait(timeout time.Duration) error {
-	t := time.NewTimer(timeout)
-	defer t.Stop()
-	select {
-	case <-p.done:
-		return p.err
-	case <-t.C:
+	if !p.p.Exited(timeout) {
 		return fmt.Errorf("%s (pid %d) still running after %v", p.Name, p.Pid(), timeout)
 	}
+	return p.p.Err()
 }
 
 // Stop ends the process if it still runs: SIGTERM, then SIGKILL after 5 s
-// (and then an error: it did not stop on SIGTERM).
-func (p *Proc) Stop() error {
-	if p.Exited() {
-		return nil
-	}
-	if err := p.Signal(syscall.SIGTERM); err != nil && !errors.Is(err, os.ErrProcessDone) {
-		return err
-	}
-	if p.exitedWithin(stopTimeout) {
-		return nil
-	}
-	if err := p.cmd.Process.Kill(); err != nil && !errors.Is(err, os.ErrProcessDone) {
-		return err
-	}
-	if p.exitedWithin(stopTimeout) {
-		return fmt.Errorf("did not stop within %v of SIGTERM; killed", stopTimeout)
-	}
-	return fmt.Errorf("still running %v after SIGKILL", stopTimeout)
-}
+// (and then an error matching childproc.ErrKilled: it did not stop on
+// SIGTERM).
+func (p *Proc) Stop() error { return p.p.Stop(syscall.SIGTERM, stopTimeout) }
 
 // Kill sends SIGKILL and waits for the process to be reaped.
 func (p *Proc) Kill() error {
-	if err := p.cmd.Process.Kill(); err != nil && !errors.Is(err, os.ErrProcessDone) {
-		return err
-	}
-	if !p.exitedWithin(stopTimeout) {
-		return fmt.Errorf("%s (pid %d) still running %v after SIGKILL", p.Name, p.Pid(), stopTimeout)
+	if err := p.p.Stop(syscall.SIGKILL, stopTimeout); err != nil {
+		return fmt.Errorf("%s (pid %d): %w", p.Name, p.Pid(), err)
 	}
 	return nil
-}
-
-func (p *Proc) exitedWithin(d time.Duration) bool {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-p.done:
-		return true
-	case <-t.C:
-		return false
-	}
 }
 
 // WaitListening waits until addr accepts TCP connections, failing the test
@@ -234,7 +185,7 @@ func WaitListening(t testing.TB, p *Proc, addr string, within time.Duration) {
 			return
 		}
 		if p != nil && p.Exited() {
-			t.Fatalf("fleettest: %s exited (%v) before listening on %s; output:\n%s", p.Name, p.err, addr, tail(p.Output(), 50))
+			t.Fatalf("fleettest: %s exited (%v) before listening on %s; output:\n%s", p.Name, p.p.Err(), addr, tail(p.Output(), 50))
 		}
 		if time.Now().After(deadline) {
 			t.Fatalf("fleettest: %s not listening within %v: %v", addr, within, err)

@@ -10,18 +10,18 @@
 //
 // A test that needs a version calls [Binary], which skips the test (loudly)
 // when that version is missing, or fails it when SPOE_REQUIRE_HAPROXY=1 (as
-// CI sets). [Start] runs HAProxy in the foreground with a configuration given
-// as a string and stops it when the test ends; [Reload] replaces a running
-// process the classic way (-sf). Everything listens on 127.0.0.1 only; get
-// ports from [FreePort]. [Warnings] picks out of HAProxy's output the
-// warnings and alerts a test should fail on.
+// CI sets); [ForEachVersion] runs a test as one subtest per version. [Start]
+// runs HAProxy in the foreground with a configuration given as a string and
+// stops it when the test ends; [Reload] replaces a running process the
+// classic way (-sf). Everything listens on 127.0.0.1 only; get ports from
+// [FreePort]. [Warnings] picks out of HAProxy's output the warnings and
+// alerts a test should fail on.
 //
 // The helpers that take a testing.TB call its Fatal methods, so they must be
 // called from the goroutine running the test.
 package haproxytest
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -30,7 +30,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
-	"runtime"
 	"slices"
 	"strconv"
 	"strings"
@@ -38,6 +37,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/spoe-forge/spoe-forge/internal/childproc"
 )
 
 // Version is an HAProxy branch, "X.Y".
@@ -256,10 +257,7 @@ func Check(t testing.TB, bin, cfg string) error {
 // Proc is a running (or finished) HAProxy process started by Start or
 // Reload. It is stopped when the test that started it ends.
 type Proc struct {
-	cmd     *exec.Cmd
-	out     *SyncBuffer
-	done    chan struct{} // closed once the process has been reaped
-	waitErr error         // cmd.Wait's result; read only after done is closed
+	p *childproc.Proc
 }
 
 // Start writes cfg into a temporary folder and runs "bin -db -f cfgfile"
@@ -299,30 +297,13 @@ func start(t testing.TB, bin, cfgPath string, extra []string) *Proc {
 	args := append([]string{"-db", "-f", cfgPath}, extra...)
 	cmd := exec.Command(bin, args...)
 	cmd.Dir = filepath.Dir(cfgPath)
-	out := &SyncBuffer{}
-	cmd.Stdout = out
-	cmd.Stderr = out
-	// Kill HAProxy if the test binary dies without running its cleanups
-	// (e.g. go test's timeout panic). The signal is tied to the thread that
-	// started the process, so that thread stays locked to the goroutine
-	// below until the process has been reaped.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	p := &Proc{cmd: cmd, out: out, done: make(chan struct{})}
-	started := make(chan error, 1)
-	go func() {
-		runtime.LockOSThread()
-		defer runtime.UnlockOSThread()
-		if err := cmd.Start(); err != nil {
-			started <- err
-			return
-		}
-		started <- nil
-		p.waitErr = cmd.Wait()
-		close(p.done)
-	}()
-	if err := <-started; err != nil {
+	// Killed with the test binary if it dies without running its cleanups
+	// (e.g. go test's timeout panic).
+	cp, err := childproc.Start(cmd)
+	if err != nil {
 		t.Fatalf("haproxytest: starting %s %s: %v", bin, strings.Join(args, " "), err)
 	}
+	p := &Proc{p: cp}
 	t.Cleanup(func() {
 		if err := p.stop(); err != nil {
 			t.Errorf("haproxytest: stopping HAProxy (pid %d): %v", p.Pid(), err)
@@ -371,9 +352,9 @@ func (p *Proc) waitReady(t testing.TB, ownerPid int, addrs []string) {
 			return
 		}
 		select {
-		case <-p.done:
+		case <-p.p.Done():
 			t.Fatalf("haproxytest: HAProxy (pid %d) exited (%v) before %s accepted connections; output:\n%s",
-				p.Pid(), p.waitErr, pending, p.Output())
+				p.Pid(), p.p.Err(), pending, p.Output())
 		default:
 		}
 		if time.Now().After(deadline) {
@@ -430,94 +411,54 @@ func ownsListener(pid, port int) bool {
 }
 
 // Pid returns the process id.
-func (p *Proc) Pid() int {
-	return p.cmd.Process.Pid
-}
+func (p *Proc) Pid() int { return p.p.Pid() }
 
 // Output returns everything the process wrote to stdout and stderr so far.
-func (p *Proc) Output() string {
-	return p.out.String()
-}
+func (p *Proc) Output() string { return p.p.Output() }
 
 // SoftStop sends SIGUSR1: HAProxy stops listening and exits once its current
 // connections are done (or when "hard-stop-after" expires).
-func (p *Proc) SoftStop() error {
-	return p.cmd.Process.Signal(syscall.SIGUSR1)
-}
+func (p *Proc) SoftStop() error { return p.p.Signal(syscall.SIGUSR1) }
 
 // Kill sends SIGKILL.
-func (p *Proc) Kill() error {
-	return p.cmd.Process.Kill()
-}
+func (p *Proc) Kill() error { return p.p.Signal(syscall.SIGKILL) }
 
 // Wait waits up to timeout for the process to exit. It returns nil if it
 // exited with status 0, the *exec.ExitError if it exited otherwise (or was
 // killed by a signal), or an error if it is still running after timeout.
 func (p *Proc) Wait(timeout time.Duration) error {
-	if !p.exited(timeout) {
+	if !p.p.Exited(timeout) {
 		return fmt.Errorf("HAProxy (pid %d) still running after %v", p.Pid(), timeout)
 	}
-	return p.waitErr
+	return p.p.Err()
 }
 
 // stop ends the process (SIGTERM, then SIGKILL) and waits for it to be
-// reaped, within bounded times.
+// reaped, within bounded times. HAProxy killed after ignoring SIGTERM is
+// not an error.
 func (p *Proc) stop() error {
-	if p.exited(0) {
-		return nil
+	if err := p.p.Stop(syscall.SIGTERM, stopTimeout); err != nil && !errors.Is(err, childproc.ErrKilled) {
+		return err
 	}
-	if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil && !errors.Is(err, os.ErrProcessDone) {
-		return fmt.Errorf("SIGTERM: %w", err)
-	}
-	if p.exited(stopTimeout) {
-		return nil
-	}
-	if err := p.cmd.Process.Kill(); err != nil && !errors.Is(err, os.ErrProcessDone) {
-		return fmt.Errorf("SIGKILL: %w", err)
-	}
-	if p.exited(stopTimeout) {
-		return nil
-	}
-	return fmt.Errorf("still running %v after SIGKILL", stopTimeout)
-}
-
-// exited reports whether the process has been reaped, waiting up to timeout.
-func (p *Proc) exited(timeout time.Duration) bool {
-	select {
-	case <-p.done:
-		return true
-	default:
-	}
-	if timeout <= 0 {
-		return false
-	}
-	timer := time.NewTimer(timeout)
-	defer timer.Stop()
-	select {
-	case <-p.done:
-		return true
-	case <-timer.C:
-		return false
-	}
+	return nil
 }
 
 // SyncBuffer is a bytes.Buffer safe for concurrent writes and reads: the
 // output of a child process read while it runs.
-type SyncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
+type SyncBuffer = childproc.SyncBuffer
 
-// Write appends p.
-func (b *SyncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-// String returns everything written so far.
-func (b *SyncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
+// ForEachVersion runs f as one subtest per version of All, named after it,
+// with that version's binary: Binary skips (loudly) a missing version, or
+// fails the subtest when SPOE_REQUIRE_HAPROXY=1. Each subtest logs how long
+// it took.
+func ForEachVersion(t *testing.T, f func(t *testing.T, v Version, bin string)) {
+	t.Helper()
+	for _, v := range All {
+		t.Run(string(v), func(t *testing.T) {
+			bin := Binary(t, v)
+			start := time.Now()
+			t.Cleanup(func() { t.Logf("HAProxy %s: %v", v, time.Since(start).Round(time.Millisecond)) })
+			f(t, v, bin)
+		})
+	}
 }

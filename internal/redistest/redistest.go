@@ -19,13 +19,14 @@ import (
 	"net"
 	"os"
 	"os/exec"
-	"runtime"
 	"strconv"
 	"strings"
 	"sync"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/spoe-forge/spoe-forge/internal/childproc"
 )
 
 // Environment variables read by Binary.
@@ -81,9 +82,7 @@ type Server struct {
 
 	bin, dir string
 	mu       sync.Mutex
-	cmd      *exec.Cmd
-	done     chan struct{}
-	out      *syncBuffer
+	proc     *childproc.Proc // the current process; nil before start
 }
 
 // Start runs redis-server on a free 127.0.0.1 port, with no persistence,
@@ -106,7 +105,7 @@ func Start(t testing.TB) *Server {
 			t.Errorf("redistest: stopping redis-server: %v", err)
 		}
 		if t.Failed() {
-			t.Logf("redis-server output:\n%s", s.out.String())
+			t.Logf("redis-server output:\n%s", s.Output())
 		}
 	})
 	return s
@@ -118,28 +117,12 @@ func (s *Server) start() error {
 		"--bind", "127.0.0.1", "--port", port, "--dir", s.dir,
 		"--save", "", "--appendonly", "no", "--daemonize", "no",
 		"--protected-mode", "yes", "--logfile", "")
-	out := &syncBuffer{}
-	cmd.Stdout, cmd.Stderr = out, out
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	done := make(chan struct{})
-	started := make(chan error, 1)
-	go func() {
-		// Pdeathsig is tied to this thread: keep it until the reaping.
-		runtime.LockOSThread()
-		defer runtime.UnlockOSThread()
-		if err := cmd.Start(); err != nil {
-			started <- err
-			return
-		}
-		started <- nil
-		_ = cmd.Wait()
-		close(done)
-	}()
-	if err := <-started; err != nil {
+	p, err := childproc.Start(cmd) // killed with the test binary if its cleanups never run
+	if err != nil {
 		return fmt.Errorf("starting %s: %w", s.bin, err)
 	}
 	s.mu.Lock()
-	s.cmd, s.done, s.out = cmd, done, out
+	s.proc = p
 	s.mu.Unlock()
 	deadline := time.Now().Add(startTimeout)
 	for {
@@ -147,12 +130,12 @@ func (s *Server) start() error {
 			return nil
 		}
 		select {
-		case <-done:
-			return fmt.Errorf("redis-server exited before answering PING:\n%s", out.String())
+		case <-p.Done():
+			return fmt.Errorf("redis-server exited before answering PING:\n%s", p.Output())
 		default:
 		}
 		if time.Now().After(deadline) {
-			return fmt.Errorf("redis-server did not answer PING within %v:\n%s", startTimeout, out.String())
+			return fmt.Errorf("redis-server did not answer PING within %v:\n%s", startTimeout, p.Output())
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
@@ -161,32 +144,15 @@ func (s *Server) start() error {
 // stop sends sig and waits for the process, then SIGKILL.
 func (s *Server) stop(sig syscall.Signal) error {
 	s.mu.Lock()
-	cmd, done := s.cmd, s.done
+	p := s.proc
 	s.mu.Unlock()
-	if cmd == nil {
+	if p == nil {
 		return nil
 	}
-	select {
-	case <-done:
-		return nil
-	default:
+	if !p.Exited(0) {
+		_ = p.Signal(syscall.SIGCONT) // in case it was paused
 	}
-	_ = cmd.Process.Signal(syscall.SIGCONT) // in case it was paused
-	if err := cmd.Process.Signal(sig); err != nil && !errors.Is(err, os.ErrProcessDone) {
-		return err
-	}
-	select {
-	case <-done:
-		return nil
-	case <-time.After(stopTimeout):
-	}
-	_ = cmd.Process.Kill()
-	select {
-	case <-done:
-		return fmt.Errorf("did not stop within %v of signal %v; killed", stopTimeout, sig)
-	case <-time.After(stopTimeout):
-		return errors.New("still running after SIGKILL")
-	}
+	return p.Stop(sig, stopTimeout)
 }
 
 // Kill ends the server with SIGKILL, as a crash would: clients see their
@@ -203,10 +169,10 @@ func (s *Server) Resume() error { return s.signal(syscall.SIGCONT) }
 func (s *Server) signal(sig syscall.Signal) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.cmd == nil {
+	if s.proc == nil {
 		return errors.New("redistest: no server")
 	}
-	return s.cmd.Process.Signal(sig)
+	return s.proc.Signal(sig)
 }
 
 // Restart starts a new, empty server on the same address (after Kill).
@@ -221,10 +187,10 @@ func (s *Server) Restart() error {
 func (s *Server) Output() string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.out == nil {
+	if s.proc == nil {
 		return ""
 	}
-	return s.out.String()
+	return s.proc.Output()
 }
 
 // Ping sends PING to the server at addr and checks the PONG, within a
@@ -268,21 +234,4 @@ func Do(addr string, words ...string) (string, error) {
 		return "", fmt.Errorf("bulk answers are not read by redistest.Do: %q", line)
 	}
 	return line, nil
-}
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.String()
 }

@@ -6,7 +6,7 @@ import (
 	"syscall"
 	"testing"
 
-	"go.uber.org/goleak"
+	"github.com/spoe-forge/spoe-forge/internal/leakcheck"
 )
 
 func TestMain(m *testing.M) {
@@ -15,9 +15,5 @@ func TestMain(m *testing.M) {
 	// and SIGHUP's default action would end the whole binary. This sink
 	// listens for the binary's life.
 	signal.Notify(make(chan os.Signal, 1), syscall.SIGHUP)
-	goleak.VerifyTestMain(m,
-		// ants starts its default pool when imported; those two goroutines
-		// belong to it, not to us.
-		goleak.IgnoreAnyFunction("github.com/panjf2000/ants/v2.(*poolCommon).purgeStaleWorkers"),
-		goleak.IgnoreAnyFunction("github.com/panjf2000/ants/v2.(*poolCommon).ticktock"))
+	leakcheck.VerifyTestMain(m)
 }

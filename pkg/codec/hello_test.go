@@ -562,3 +562,27 @@ func TestAppendAgentHello(t *testing.T) {
 		})
 	}
 }
+
+// TestHelloItemGivenTwice: in both HELLOs an item given twice keeps its
+// last value, and a bad type on its second occurrence is still an error.
+func TestHelloItemGivenTwice(t *testing.T) {
+	var hh codec.HAProxyHello
+	require.NoError(t, hh.Decode(kvPayload(itemVersions, itemMFS, itemCaps,
+		kvItem{"max-frame-size", codec.Uint32(4096)}, kvItem{"capabilities", codec.String("pipelining")},
+		kvItem{"engine-id", codec.String("a")}, kvItem{"engine-id", codec.String("b")})))
+	require.Equal(t, uint32(4096), hh.MaxFrameSize)
+	require.Equal(t, codec.CapPipelining, hh.Capabilities)
+	require.Equal(t, []byte("b"), hh.EngineID)
+	require.ErrorIs(t, hh.Decode(kvPayload(itemVersions, itemMFS, itemCheck, kvItem{"healthcheck", codec.Int32(1)})), codec.ErrBadKVType)
+
+	var ah codec.AgentHello
+	version := kvItem{"version", codec.String("2.0")}
+	mfs := func(v codec.Value) kvItem { return kvItem{"max-frame-size", v} }
+	caps := func(s string) kvItem { return kvItem{"capabilities", codec.String(s)} }
+	require.NoError(t, ah.Decode(kvPayload(version, mfs(codec.Uint32(16380)), caps("async"),
+		mfs(codec.Uint32(4096)), caps("pipelining"))))
+	require.Equal(t, uint32(4096), ah.MaxFrameSize)
+	require.Equal(t, codec.CapPipelining, ah.Capabilities)
+	require.True(t, ah.HasCapabilities)
+	require.ErrorIs(t, ah.Decode(kvPayload(version, mfs(codec.Uint32(4096)), caps(""), mfs(codec.String("1")))), codec.ErrBadKVType)
+}

@@ -221,46 +221,16 @@ type HAProxyHello struct {
 // offer is acceptable.
 func (h *HAProxyHello) Decode(payload []byte) error {
 	*h = HAProxyHello{}
-	for b := payload; len(b) > 0; {
-		kv, n, err := NextKV(b)
-		if err != nil {
-			return err
-		}
-		b = b[n:]
-		switch string(kv.Name) {
-		case "supported-versions":
-			s, err := kvString(kv.Value)
-			if err != nil {
-				return err
-			}
-			h.SupportedVersions = s
-		case "max-frame-size":
-			v, err := kvUint32(kv.Value)
-			if err != nil {
-				return err
-			}
-			h.MaxFrameSize, h.HasMaxFrameSize = v, true
-		case "capabilities":
-			s, err := kvString(kv.Value)
-			if err != nil {
-				return err
-			}
-			h.RawCapabilities = s
-			h.Capabilities = ParseCapabilities(s)
-		case "engine-id":
-			s, err := kvString(kv.Value)
-			if err != nil {
-				return err
-			}
-			h.EngineID = s
-		case "healthcheck":
-			v, ok := kv.Value.Bool()
-			if !ok {
-				return ErrBadKVType
-			}
-			h.Healthcheck = v
-		}
+	if err := decodeHelloItems(payload, []helloItem{
+		{name: "supported-versions", str: &h.SupportedVersions},
+		{name: "max-frame-size", u32: &h.MaxFrameSize, has: &h.HasMaxFrameSize},
+		{name: "capabilities", str: &h.RawCapabilities},
+		{name: "engine-id", str: &h.EngineID},
+		{name: "healthcheck", boolean: &h.Healthcheck},
+	}); err != nil {
+		return err
 	}
+	h.Capabilities = ParseCapabilities(h.RawCapabilities)
 	return nil
 }
 
@@ -329,31 +299,65 @@ type AgentHello struct {
 // Decode decodes an AGENT-HELLO payload. Unknown items are skipped.
 func (h *AgentHello) Decode(payload []byte) error {
 	*h = AgentHello{}
+	var caps []byte
+	if err := decodeHelloItems(payload, []helloItem{
+		{name: "version", str: &h.Version},
+		{name: "max-frame-size", u32: &h.MaxFrameSize, has: &h.HasMaxFrameSize},
+		{name: "capabilities", str: &caps, has: &h.HasCapabilities},
+	}); err != nil {
+		return err
+	}
+	h.Capabilities = ParseCapabilities(caps)
+	return nil
+}
+
+// helloItem says where decodeHelloItems stores the value of the item name,
+// and so which type the item must have: str for a string (or binary), u32
+// for an integer of any type, boolean for a boolean. has, if set, is set
+// to true when the item is present.
+type helloItem struct {
+	name    string
+	str     *[]byte
+	u32     *uint32
+	boolean *bool
+	has     *bool
+}
+
+// decodeHelloItems walks the items of a HELLO payload, in any order, and
+// stores each known one where items says, after checking its type
+// (ErrBadKVType otherwise); unknown items are skipped, and an item given
+// twice keeps its last value. It is the one decoder of both HELLO frames.
+func decodeHelloItems(payload []byte, items []helloItem) error {
 	for b := payload; len(b) > 0; {
 		kv, n, err := NextKV(b)
 		if err != nil {
 			return err
 		}
 		b = b[n:]
-		switch string(kv.Name) {
-		case "version":
-			s, err := kvString(kv.Value)
+		for i := range items {
+			it := &items[i]
+			if string(kv.Name) != it.name {
+				continue
+			}
+			switch {
+			case it.str != nil:
+				*it.str, err = kvString(kv.Value)
+			case it.u32 != nil:
+				*it.u32, err = kvUint32(kv.Value)
+			case it.boolean != nil:
+				v, ok := kv.Value.Bool()
+				if !ok {
+					err = ErrBadKVType
+				}
+				*it.boolean = v
+			}
 			if err != nil {
 				return err
 			}
-			h.Version = s
-		case "max-frame-size":
-			v, err := kvUint32(kv.Value)
-			if err != nil {
-				return err
+			if it.has != nil {
+				*it.has = true
 			}
-			h.MaxFrameSize, h.HasMaxFrameSize = v, true
-		case "capabilities":
-			s, err := kvString(kv.Value)
-			if err != nil {
-				return err
-			}
-			h.Capabilities, h.HasCapabilities = ParseCapabilities(s), true
+			break
 		}
 	}
 	return nil

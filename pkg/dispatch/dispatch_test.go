@@ -8,19 +8,17 @@ import (
 	"time"
 
 	"github.com/spoe-forge/spoe-forge/internal/bufpool"
+	"github.com/spoe-forge/spoe-forge/internal/leakcheck"
 	"github.com/spoe-forge/spoe-forge/internal/pipeline"
 	"github.com/spoe-forge/spoe-forge/internal/spoptest"
 	"github.com/spoe-forge/spoe-forge/pkg/codec"
 	"github.com/spoe-forge/spoe-forge/pkg/spoe"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
-	"go.uber.org/goleak"
 )
 
 func TestMain(m *testing.M) {
-	goleak.VerifyTestMain(m,
-		goleak.IgnoreAnyFunction("github.com/panjf2000/ants/v2.(*poolCommon).purgeStaleWorkers"),
-		goleak.IgnoreAnyFunction("github.com/panjf2000/ants/v2.(*poolCommon).ticktock"))
+	leakcheck.VerifyTestMain(m)
 }
 
 // fakeConn records what the dispatcher sends back.

@@ -285,7 +285,7 @@ func (d *Dispatcher) flush(s *session) {
 	clear(s.pending)
 	s.pending = s.pending[:0]
 	for _, t := range closed {
-		d.answer(t.c, s, t.sid, t.fid, 0)
+		d.answer(t.c, s, t.sid, t.fid, t.due, 0)
 		d.free1(t)
 	}
 	if spawn {
@@ -330,7 +330,7 @@ func (d *Dispatcher) invoke() {
 	d.idleLocked()
 	d.mu.Unlock()
 	for _, t := range orphans {
-		d.answer(t.c, t.s, t.sid, t.fid, 0)
+		d.answer(t.c, t.s, t.sid, t.fid, t.due, 0)
 		d.free1(t)
 	}
 }
@@ -398,6 +398,7 @@ func (d *Dispatcher) expire() {
 		c        pipeline.Conn
 		s        *session
 		sid, fid uint64
+		at       int64 // the task's deadline
 		running  bool
 		ctx      *hctx.Ctx // the running handler's, ended here
 	}
@@ -413,7 +414,7 @@ func (d *Dispatcher) expire() {
 			// A queued task stays in the run queue; the worker that
 			// takes it sees the state and only releases it.
 			d.live.remove(t)
-			late = append(late, due{c: t.c, s: t.s, sid: t.sid, fid: t.fid, running: running, ctx: t.cur.Load()})
+			late = append(late, due{c: t.c, s: t.s, sid: t.sid, fid: t.fid, at: t.due, running: running, ctx: t.cur.Load()})
 		}
 		// Else its worker has answered it and is about to unlink it.
 		t = next
@@ -434,14 +435,15 @@ func (d *Dispatcher) expire() {
 			ce.Write(zap.Uint64("stream_id", l.sid), zap.Uint64("frame_id", l.fid),
 				zap.Bool("started", l.running), zap.Duration("timeout", d.cfg.Timeout))
 		}
-		d.answer(l.c, l.s, l.sid, l.fid, spoe.ErrCodeTimeout)
+		d.answer(l.c, l.s, l.sid, l.fid, l.at, spoe.ErrCodeTimeout)
 	}
 }
 
 // answer sends the ACK of a NOTIFY that its handlers did not answer: no
 // actions but the error variable, set to code if code is not 0 and the
-// variable is configured. It counts the NOTIFY answered.
-func (d *Dispatcher) answer(c pipeline.Conn, s *session, sid, fid uint64, code int) {
+// variable is configured. due is the NOTIFY's deadline. It counts the NOTIFY
+// answered.
+func (d *Dispatcher) answer(c pipeline.Conn, s *session, sid, fid uint64, due int64, code int) {
 	var a spoe.Actions
 	ack, start := codec.BeginFrame(nil, codec.Header{Type: codec.FrameAck, Flags: codec.FlagFin, StreamID: sid, FrameID: fid})
 	spoe.Begin(key, &a, ack)
@@ -450,6 +452,9 @@ func (d *Dispatcher) answer(c pipeline.Conn, s *session, sid, fid uint64, code i
 	}
 	ack = spoe.Encoded(key, &a)
 	_, _ = codec.FinishFrame(ack, start, codec.MaxFrameLen)
+	if d.timed {
+		d.cfg.Observer.Answered(d.since(due), code)
+	}
 	if !c.Reply(ack[start:]) && s.async {
 		d.forward(s, ack[start:])
 	}
@@ -556,8 +561,9 @@ func (d *Dispatcher) run(t *task, ctxs *hctx.Slab) {
 		d.log.Warn("actions do not fit in one ACK: sending none",
 			zap.String("message", t.msg.Name()), zap.Int("bytes", len(ack)-start), zap.Uint32("limit", s.limit))
 		spoe.Begin(key, &t.acts, ack[:hdrEnd])
+		code = spoe.ErrCodeTooLarge
 		if ev.Name != "" {
-			t.acts.SetInt(ev.Scope, ev.Name, spoe.ErrCodeTooLarge)
+			t.acts.SetInt(ev.Scope, ev.Name, int64(code))
 		}
 		ack = spoe.Encoded(key, &t.acts)
 		_, _ = codec.FinishFrame(ack, start, codec.MaxFrameLen)
@@ -571,10 +577,20 @@ func (d *Dispatcher) run(t *task, ctxs *hctx.Slab) {
 	if !t.state.CompareAndSwap(tsRunning, tsDone) {
 		return // the deadline watch answered it meanwhile: this result is late
 	}
+	if d.timed {
+		d.cfg.Observer.Answered(d.since(t.due), code)
+	}
 	if !t.c.Reply(ack[start:]) && s.async {
 		d.forward(s, ack[start:])
 	}
 	s.wg.Done()
+}
+
+// since returns the time from the read of a NOTIFY whose deadline is due to
+// now: its deadline is its batch's read time plus the timeout (submit). It
+// reads the clock: call it only when d.timed.
+func (d *Dispatcher) since(due int64) time.Duration {
+	return time.Duration(hctx.Now() - (due - int64(d.cfg.Timeout)))
 }
 
 // route returns the handler of a message name and the registered name.

@@ -16,15 +16,19 @@ import (
 )
 
 // An agent whose activity is served on /metrics: after one NOTIFY, the
-// scrape shows it.
+// scrape shows it. The registry and the mux are the program's own, not
+// prometheus.DefaultRegisterer and http.DefaultServeMux: nothing is
+// registered twice when a second agent, or a second run of this example
+// (go test -count=2), does the same.
 func Example() {
-	reg := prometheus.NewRegistry()
-	m := metrics.New(reg, "check-request") // the message names handlers are registered for
+	m := metrics.New()
 	a := agent.New(agent.WithObserver(m))
-	m.ObserveAgent(a)
 	a.Message("check-request", func(ctx context.Context, msg *agent.Message, act *agent.Actions) error {
 		return nil
 	})
+	m.ObserveAgent(a) // after the handlers: their names label the per-message series
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(m)
 	mux := http.NewServeMux() // in production: http.ListenAndServe("127.0.0.1:9100", mux)
 	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
 	web := httptest.NewServer(mux)

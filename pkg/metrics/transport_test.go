@@ -31,11 +31,13 @@ func TestTransportCounts(t *testing.T) {
 	}
 	clientCfg := &tls.Config{RootCAs: testpki.Pool(ca), ServerName: testpki.ServerName, Certificates: []tls.Certificate{client.TLS(t)}}
 
-	reg := prometheus.NewRegistry()
-	m := metrics.New(reg, "m")
+	m := metrics.New()
 	a := agent.New(agent.WithObserver(m), agent.WithTLS(serverCfg), agent.WithMaxConnections(2),
 		agent.WithAllowedNetworks(netip.MustParsePrefix("127.0.0.1/32")))
 	a.Message("m", func(context.Context, *agent.Message, *agent.Actions) error { return nil })
+	m.ObserveAgent(a)
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(m)
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	require.NoError(t, err)
 	served := make(chan error, 1)

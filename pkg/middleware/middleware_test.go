@@ -9,22 +9,20 @@ import (
 	"testing"
 	"time"
 
+	"github.com/spoe-forge/spoe-forge/internal/leakcheck"
 	"github.com/spoe-forge/spoe-forge/internal/spoptest"
 	"github.com/spoe-forge/spoe-forge/pkg/agent"
 	"github.com/spoe-forge/spoe-forge/pkg/codec"
 	"github.com/spoe-forge/spoe-forge/pkg/middleware"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
-	"go.uber.org/goleak"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 	"go.uber.org/zap/zaptest/observer"
 )
 
 func TestMain(m *testing.M) {
-	goleak.VerifyTestMain(m,
-		goleak.IgnoreAnyFunction("github.com/panjf2000/ants/v2.(*poolCommon).purgeStaleWorkers"),
-		goleak.IgnoreAnyFunction("github.com/panjf2000/ants/v2.(*poolCommon).ticktock"))
+	leakcheck.VerifyTestMain(m)
 }
 
 func serve(t testing.TB, a *agent.Agent) *spoptest.Client {

@@ -3,6 +3,10 @@
 // implementations must be safe for concurrent use, fast, and allocation-free
 // in steady state. Package metrics implements Observer with Prometheus; Nop
 // is the default.
+//
+// To write your own, embed Nop and define the methods of the events you
+// want: events added to Observer later then do nothing for your type
+// instead of breaking its build.
 package observe
 
 import (
@@ -73,9 +77,12 @@ func Refusals() []Refusal {
 	return r
 }
 
-// Observer receives an agent's events. New events may be added to it:
-// implementations outside this module should embed Nop so that they keep
-// compiling.
+// Observer receives an agent's events.
+//
+// New events may be added to Observer in minor releases: an implementation
+// embeds Nop, and defines only the methods of the events it wants, so that
+// it keeps compiling when a method is added (the added event does nothing
+// for it until it defines the method). See the Example.
 type Observer interface {
 	// ConnOpened: a connection was accepted.
 	ConnOpened()
@@ -103,6 +110,18 @@ type Observer interface {
 	// TLSHandshake: a TLS handshake ended, successfully when err is nil.
 	// A connection whose handshake failed is never opened (ConnOpened).
 	TLSHandshake(err error)
+	// Answered: a NOTIFY's ACK is built and about to be handed to its
+	// connection for writing (so the event comes before HAProxy can have
+	// the ACK). took runs from the read of the NOTIFY (of its last
+	// fragment) to then: the figure to compare with HAProxy's "timeout
+	// processing". code is the error code the ACK carries (0 for none,
+	// whether or not an error variable is configured; see the
+	// spoe.ErrCode constants): the first failure among its messages'
+	// handlers, or a failure of the whole NOTIFY (actions invalid or too
+	// large for one frame, or the deadline passed and the agent answered
+	// without its handlers' actions). A NOTIFY that the closing agent
+	// answers without running its handlers is reported with code 0.
+	Answered(took time.Duration, code int)
 }
 
 // Nop is an Observer that does nothing.
@@ -140,3 +159,6 @@ func (Nop) ConnRefused(Refusal) {}
 
 // TLSHandshake implements Observer.
 func (Nop) TLSHandshake(error) {}
+
+// Answered implements Observer.
+func (Nop) Answered(time.Duration, int) {}

@@ -49,20 +49,6 @@ func ConfigFor(v haproxytest.Version) string {
 	return ConfigSPOP
 }
 
-// ForEachVersion runs f as one subtest per HAProxy version (2.6, 3.0, 3.2,
-// 3.4), with that version's binary.
-func ForEachVersion(t *testing.T, f func(t *testing.T, v haproxytest.Version, bin string)) {
-	t.Helper()
-	for _, v := range haproxytest.All {
-		t.Run(string(v), func(t *testing.T) {
-			bin := haproxytest.Binary(t, v)
-			start := time.Now()
-			t.Cleanup(func() { t.Logf("HAProxy %s: %v", v, time.Since(start).Round(time.Millisecond)) })
-			f(t, v, bin)
-		})
-	}
-}
-
 // CheckConfigs runs "haproxy -c" on the example's configuration files (in
 // the test's working directory, the example's folder) with every version
 // each is for, and fails on an error or a warning: the legacy file on 2.6,
