@@ -190,6 +190,10 @@ spoe-agent bench-agent
     messages check-request
     option var-prefix bench
     option set-on-error spoe_error
+    # 2.6 only (3.1+ ignore it): without it, a burst at start can make
+    # HAProxy 2.6 open a connection per event while TLS handshakes are slow
+    # (README, "Connection storms").
+    maxconnrate 100
     timeout hello 2s
     timeout idle 2m
     timeout processing 1s

@@ -82,10 +82,16 @@ func (p *pki) certFiles(t *testing.T) *agent.CertFiles {
 	return cf
 }
 
-// tlsEvents counts handshakes and connections.
+// tlsEvents counts handshakes, connections and health checks.
 type tlsEvents struct {
 	observe.Nop
-	ok, failed, opened atomic.Int64
+	ok, failed, opened, checks atomic.Int64
+}
+
+func (e *tlsEvents) Hello(healthcheck bool) {
+	if healthcheck {
+		e.checks.Add(1)
+	}
 }
 
 func (e *tlsEvents) TLSHandshake(err error) {
@@ -159,6 +165,56 @@ func TestE2E_MutualTLS(t *testing.T) {
 		}
 		require.Zero(t, ev.failed.Load())
 		require.LessOrEqual(t, ev.opened.Load(), ev.ok.Load(), "a connection without a handshake")
+		ta.requireNoProblems(t)
+	})
+}
+
+// TestE2E_TLSConnectionRate: HAProxy 2.6/3.0 open a new connection (an
+// applet) for a queued event whenever no applet is idle or the events in
+// progress outnumber those processed in the last second, which is near 0 at
+// start. Over mutual TLS every new connection costs a handshake on both
+// sides, which slows the first answers and so makes HAProxy open more: the
+// bench saw a 64-connection wrk burst end with 2,178 to 8,940 connections
+// and 1,573 to 5,488 requests/s instead of 35,000 (bench/RESULTS.md,
+// Transports). "maxconnrate" in the spoe-agent section is the documented
+// bound: with it, a burst of 64 clients opens at most that many connections
+// a second, and every request still gets its variables. 3.1+ pool
+// connections in the SPOP multiplexer and ignore maxconnrate.
+func TestE2E_TLSConnectionRate(t *testing.T) {
+	haproxytest.ForEachVersion(t, func(t *testing.T, v haproxytest.Version, bin string) {
+		if !v.Legacy() {
+			t.Skip("SKIP (not applicable): 3.1+ ignore maxconnrate; their connections are pooled by the SPOP multiplexer (spop.md §1.3)")
+		}
+		const rate = 10
+		p := newPKI(t)
+		ev := &tlsEvents{}
+		ta := startAgent(t, registerTLS, agent.WithTLS(p.certFiles(t).TLSConfig()), agent.WithObserver(ev))
+		c := &hapConfig{
+			V: v, FEPort: haproxytest.FreePort(t), AgentAddr: ta.Addr, Check: true,
+			ServerOpts: p.serverOpts(p.haproxy),
+			Messages:   "e2e-tls", SPOE: tlsMessage, Frontend: tlsFrontend,
+			AgentLines: fmt.Sprintf("    maxconnrate %d", rate),
+		}
+		startHAProxy(t, bin, c)
+		before := ev.opened.Load() - ev.checks.Load()
+
+		start := time.Now()
+		load := startTLSLoad(t, c, 64)
+		time.Sleep(2 * time.Second)
+		load.finish()
+		took := time.Since(start)
+
+		opened := ev.opened.Load() - ev.checks.Load() - before
+		// At most rate a second (the agent's counter is shared by HAProxy's
+		// threads), and one second's worth more for the counter's window.
+		// Without maxconnrate, each of the 64 clients gets a connection of
+		// its own at once (64 or 65 on 2.6 and 3.0 here), above the bound.
+		bound := int64(rate * (int(took.Seconds()) + 1))
+		t.Logf("%d requests in %v, %d connections for events (bound %d), %d health checks",
+			load.served.Load(), took.Round(time.Millisecond), opened, bound, ev.checks.Load())
+		require.Zero(t, load.failed.Load(), "failed requests (first: %v)", load.firstErr.Load())
+		require.Positive(t, load.served.Load())
+		require.LessOrEqual(t, opened, bound, "maxconnrate %d bounds the connections HAProxy opens", rate)
 		ta.requireNoProblems(t)
 	})
 }

@@ -846,7 +846,7 @@ func writeTransports(p func(string, ...any), dir, rel string) {
 		return
 	}
 	p("## Transports: TCP, unix socket, mutual TLS (spoeforge)\n\n")
-	p("`bench/transports.sh`: the spoeforge agent (`bench/peers/spoeforge`) on CPU 1 over each transport, the runs interleaved (TCP, unix, mTLS, TCP, …) and the agent restarted for each. Mutual TLS is TLS 1.3 with ECDSA P-256 certificates from `docker/gen-dev-certs.sh`, the client certificate verified; HAProxy's server line is `ssl verify required ca-file … crt … verifyhost agent`, a unix socket `unix@…`. Connections are long-lived, so the handshakes are not what is measured: the cost of encrypting the frames is. Raw files: [`transports/`](%s/transports).\n\n", rel)
+	p("`bench/transports.sh`: the spoeforge agent (`bench/peers/spoeforge`) on CPU 1 over each transport, the runs interleaved (TCP, unix, mTLS, TCP, …) and the agent restarted for each. Mutual TLS is TLS 1.3 with ECDSA P-256 certificates from `docker/gen-dev-certs.sh`, the client certificate verified; HAProxy's server line is `ssl verify required ca-file … crt … verifyhost agent`, a unix socket `unix@…`. The SPOE file sets `maxconnrate 100` (2.6/3.0 only; 3.1+ ignore it): without it HAProxy 2.6 at start opens a connection per queued event while the first TLS handshakes are slow, a storm seen in two of three runs (2,178 to 8,940 connections opened, about 1,700 requests/s instead of 35,000; README, \"Connection storms\"). With it connections are long-lived, so the handshakes are not what is measured: the cost of encrypting the frames is. Raw files: [`transports/`](%s/transports).\n\n", rel)
 	for _, l := range readLines(filepath.Join(base, "env.txt")) {
 		p("- %s\n", l)
 	}
