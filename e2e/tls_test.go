@@ -142,21 +142,32 @@ type hapClient struct {
 
 func (c *hapClient) url(path string) string { return c.cfg.URL(path) }
 
+// startMutualTLS starts an agent serving mutual TLS (the e2e-tls message)
+// and HAProxy in front of it, verifying the agent and presenting its own
+// certificate, with agentLines added to the spoe-agent section; it returns
+// once HAProxy's check has passed over TLS.
+func startMutualTLS(t *testing.T, v haproxytest.Version, bin, agentLines string) (*tlsEvents, *testAgent, *hapConfig) {
+	t.Helper()
+	p := newPKI(t)
+	ev := &tlsEvents{}
+	ta := startAgent(t, registerTLS, agent.WithTLS(p.certFiles(t).TLSConfig()), agent.WithObserver(ev))
+	c := &hapConfig{
+		V: v, FEPort: haproxytest.FreePort(t), AgentAddr: ta.Addr, Check: true,
+		ServerOpts: p.serverOpts(p.haproxy),
+		Messages:   "e2e-tls", SPOE: tlsMessage, Frontend: tlsFrontend,
+		AgentLines: agentLines,
+	}
+	startHAProxy(t, bin, c)
+	return ev, ta, c
+}
+
 // TestE2E_MutualTLS: HAProxy verifies the agent's certificate and presents
 // its own ("ssl verify required ca-file ... crt ..."); its spop-check runs
 // over TLS and marks the agent UP, and every request gets its variables.
 // Every connection the agent served went through a handshake.
 func TestE2E_MutualTLS(t *testing.T) {
 	haproxytest.ForEachVersion(t, func(t *testing.T, v haproxytest.Version, bin string) {
-		p := newPKI(t)
-		ev := &tlsEvents{}
-		ta := startAgent(t, registerTLS, agent.WithTLS(p.certFiles(t).TLSConfig()), agent.WithObserver(ev))
-		c := &hapConfig{
-			V: v, FEPort: haproxytest.FreePort(t), AgentAddr: ta.Addr, Check: true,
-			ServerOpts: p.serverOpts(p.haproxy),
-			Messages:   "e2e-tls", SPOE: tlsMessage, Frontend: tlsFrontend,
-		}
-		startHAProxy(t, bin, c) // a1 UP, L7OK: the check passed over TLS
+		ev, ta, c := startMutualTLS(t, v, bin, "") // a1 UP, L7OK: the check passed over TLS
 		require.Positive(t, ev.ok.Load(), "the health check went through a TLS handshake")
 
 		cl := &hapClient{newClient(t, 4), c}
@@ -186,16 +197,7 @@ func TestE2E_TLSConnectionRate(t *testing.T) {
 			t.Skip("SKIP (not applicable): 3.1+ ignore maxconnrate; their connections are pooled by the SPOP multiplexer (spop.md §1.3)")
 		}
 		const rate = 10
-		p := newPKI(t)
-		ev := &tlsEvents{}
-		ta := startAgent(t, registerTLS, agent.WithTLS(p.certFiles(t).TLSConfig()), agent.WithObserver(ev))
-		c := &hapConfig{
-			V: v, FEPort: haproxytest.FreePort(t), AgentAddr: ta.Addr, Check: true,
-			ServerOpts: p.serverOpts(p.haproxy),
-			Messages:   "e2e-tls", SPOE: tlsMessage, Frontend: tlsFrontend,
-			AgentLines: fmt.Sprintf("    maxconnrate %d", rate),
-		}
-		startHAProxy(t, bin, c)
+		ev, ta, c := startMutualTLS(t, v, bin, fmt.Sprintf("    maxconnrate %d", rate))
 		before := ev.opened.Load() - ev.checks.Load()
 
 		start := time.Now()
