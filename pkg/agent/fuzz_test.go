@@ -122,12 +122,27 @@ func expectedAcks(data []byte) (want map[[2]uint64]int, healthcheck bool) {
 // sent one (the input was invalid) or the stream was a health check, every
 // complete NOTIFY of the input gets exactly one ACK.
 func FuzzConn(f *testing.F) {
+	a, addr := fuzzAgent(f)
+	f.Fuzz(func(t *testing.T, data []byte, split uint8) {
+		nc, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		fuzzExchange(t, a, nc, data, split)
+	})
+}
+
+// fuzzAgent adds the seeds of FuzzConn and FuzzConnTLS to f and serves an
+// agent with short deadlines and more options on loopback until f ends; its
+// fallback handler sets a variable per argument. It returns the agent and
+// its address.
+func fuzzAgent(f *testing.F, opts ...agent.Option) (*agent.Agent, string) {
 	for _, s := range fuzzSeeds(f) {
 		f.Add(s, uint8(0))
 		f.Add(s, uint8(7))
 	}
-	a := agent.New(agent.WithHelloTimeout(200*time.Millisecond), agent.WithTimeout(100*time.Millisecond),
-		agent.WithMaxMessageSize(64<<10))
+	a := agent.New(append([]agent.Option{agent.WithHelloTimeout(200 * time.Millisecond), agent.WithTimeout(100 * time.Millisecond),
+		agent.WithMaxMessageSize(64 << 10)}, opts...)...)
 	a.Fallback(func(ctx context.Context, m *agent.Message, act *agent.Actions) error {
 		for _, arg := range m.Args() {
 			if len(arg.Name) > 0 && len(arg.Name) <= codec.MaxVarNameLen {
@@ -148,13 +163,7 @@ func FuzzConn(f *testing.F) {
 		_ = a.Shutdown(ctx)
 		<-served
 	})
-	f.Fuzz(func(t *testing.T, data []byte, split uint8) {
-		nc, err := net.Dial("tcp", l.Addr().String())
-		if err != nil {
-			t.Fatal(err)
-		}
-		fuzzExchange(t, a, nc, data, split)
-	})
+	return a, l.Addr().String()
 }
 
 // fuzzExchange writes data to the agent a on nc, cut into writes of a size
