@@ -69,17 +69,7 @@ func startAgent(t *testing.T, opts ...agent.Option) int {
 	a.Message("check-request", func(context.Context, *agent.Message, *agent.Actions) error { return nil })
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	require.NoError(t, err)
-	served := make(chan error, 1)
-	go func() { served <- a.Serve(l) }()
-	t.Cleanup(func() {
-		require.NoError(t, a.Close())
-		select {
-		case err := <-served:
-			require.ErrorIs(t, err, agent.ErrAgentClosed)
-		case <-time.After(ioTimeout):
-			t.Error("agent.Serve did not return after Close")
-		}
-	})
+	serve(t, a, l)
 	return l.Addr().(*net.TCPAddr).Port
 }
 

@@ -64,17 +64,7 @@ func echoAgent(t *testing.T, opts ...agent.Option) int {
 	})
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	require.NoError(t, err)
-	served := make(chan error, 1)
-	go func() { served <- a.Serve(l) }()
-	t.Cleanup(func() {
-		require.NoError(t, a.Close())
-		select {
-		case err := <-served:
-			require.ErrorIs(t, err, agent.ErrAgentClosed)
-		case <-time.After(ioTimeout):
-			t.Error("agent.Serve did not return after Close")
-		}
-	})
+	serve(t, a, l)
 	return l.Addr().(*net.TCPAddr).Port
 }
 

@@ -27,6 +27,13 @@ func serveAgent(t *testing.T, l net.Listener, opts ...agent.Option) {
 		act.SetBool(agent.ScopeTransaction, "ok", true)
 		return nil
 	})
+	serve(t, a, l)
+}
+
+// serve runs a.Serve(l) until the test ends, then closes a and checks that
+// Serve returned ErrAgentClosed.
+func serve(t *testing.T, a *agent.Agent, l net.Listener) {
+	t.Helper()
 	served := make(chan error, 1)
 	go func() { served <- a.Serve(l) }()
 	t.Cleanup(func() {
