@@ -71,35 +71,13 @@ report_out=${BENCH_REPORT_OUT:-bench/RESULTS.md}
 rm -rf "$out"
 mkdir -p "$out/direct" "$out/e2e"
 abs_out=$(cd "$out" && pwd)
-work=$(mktemp -d)
-agent_pid=""
-haproxy_pid=""
-cleanup() {
-	[[ -n "$agent_pid" ]] && kill "$agent_pid" 2>/dev/null || true
-	[[ -n "$haproxy_pid" ]] && kill "$haproxy_pid" 2>/dev/null || true
-	rm -rf "$work"
-}
-trap cleanup EXIT
-
-log() { printf '[%s] %s\n' "$(date -u +%H:%M:%S)" "$*" >&2; }
-# record appends a command line to commands.txt (the arguments shell-quoted).
-record() {
-	local q
-	printf -v q '%q ' "$@"
-	printf '%s\n' "${q% }" >>"$out/commands.txt"
-}
-# note appends a comment to the last recorded command.
+LOG_PREFIX=""
+RECORD_FILE="$out/commands.txt"
+. bench/lib.sh
 note() { sed -i "\$s|\$|   # $*|" "$out/commands.txt"; }
 
 # --- tools ---------------------------------------------------------------
-if ! command -v wrk >/dev/null; then
-	log "installing wrk"
-	if [[ $(id -u) == 0 ]]; then
-		apt-get update -qq && apt-get install -y -qq wrk >/dev/null
-	else
-		sudo apt-get update -qq && sudo apt-get install -y -qq wrk >/dev/null
-	fi
-fi
+need_wrk
 cache="${SPOE_HAPROXY_CACHE:-/var/cache/spoe-forge/haproxy}"
 if [[ -r "$cache/env.sh" ]]; then
 	# shellcheck source=/dev/null
@@ -192,17 +170,6 @@ go build -o "$work/bench" ./cmd/bench
 } >"$out/env.txt"
 cat "$out/env.txt" >&2
 
-wait_port() {
-	local port=$1
-	for _ in $(seq 200); do
-		if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
-			return 0
-		fi
-		sleep 0.05
-	done
-	log "nothing listens on port $port"
-	return 1
-}
 
 # start_agent NAME [extra flags]: runs the agent pinned to AGENT_CPU.
 start_agent() {
@@ -213,17 +180,7 @@ start_agent() {
 	wait_port "$AGENT_PORT"
 }
 
-stop_agent() {
-	kill -TERM "$agent_pid" 2>/dev/null || true
-	wait "$agent_pid" 2>/dev/null || true
-	agent_pid=""
-}
 
-# cpu_of PID: utime+stime in clock ticks.
-cpu_of() { awk '{ sub(/.*\) /, ""); print $12 + $13 }' "/proc/$1/stat"; }
-hwm_of() { awk '/^VmHWM:/ { print $2 }' "/proc/$1/status"; }
-# io_of PID: read and write system calls so far ("syscr syscw").
-io_of() { awk '/^syscr:/ { r = $2 } /^syscw:/ { w = $2 } END { print r, w }' "/proc/$1/io"; }
 
 # --- 1. direct -----------------------------------------------------------
 for s in "${scenarios[@]}"; do
@@ -247,18 +204,7 @@ done
 # --- 2. end to end -------------------------------------------------------
 e2e_config() { # VERSION SPOE(0|1) > haproxy.cfg
 	local version=$1 spoe=$2
-	cat <<CFG
-global
-    nbthread 1
-    maxconn 2000
-defaults
-    mode http
-    timeout connect 5s
-    timeout client 30s
-    timeout server 30s
-frontend fe
-    bind 127.0.0.1:$FE_PORT
-CFG
+	haproxy_head "$FE_PORT"
 	if [[ $spoe == 1 ]]; then
 		cat <<CFG
     filter spoe engine bench config $abs_out/e2e/spoe.conf
@@ -351,17 +297,9 @@ if [[ "${BENCH_SKIP_RATELIMIT:-0}" != 1 ]]; then
 	redis_bin=${SPOE_REDIS_SERVER:-/usr/bin/redis-server}
 	rl_version=3.2
 	rl_bin=$(haproxy_bin "$rl_version")
-	cat >"$out/ratelimit/haproxy.cfg" <<CFG
-global
-    nbthread 1
-    maxconn 2000
-defaults
-    mode http
-    timeout connect 5s
-    timeout client 30s
-    timeout server 30s
-frontend fe
-    bind 127.0.0.1:$FE_PORT
+	{
+		haproxy_head "$FE_PORT"
+		cat <<CFG
     filter spoe engine ratelimit config $root/examples/ratelimit/spoe.conf
     http-request deny deny_status 429 if { var(txn.ratelimit.limited) -m bool }
     http-request return status 200 content-type text/plain lf-string "remaining=%[var(txn.ratelimit.remaining)]" if { var(txn.ratelimit.remaining) -m found }
@@ -372,6 +310,7 @@ backend be_spoe_agents
     timeout server 3m
     server agent 127.0.0.1:$AGENT_PORT
 CFG
+	} >"$out/ratelimit/haproxy.cfg"
 	for rep in $(seq "$REPS"); do
 		for store in local redis; do
 			args=(-addr "127.0.0.1:$AGENT_PORT" -rate 1e9 -burst 1000000000 -lame-duck 0 -store "$store")

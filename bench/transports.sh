@@ -46,31 +46,11 @@ out="$(cd "$dir" && pwd)/transports"
 rm -rf "$out"
 mkdir -p "$out/direct" "$out/e2e"
 
-work=$(mktemp -d)
-agent_pid=""
-haproxy_pid=""
-cleanup() {
-	[[ -n "$agent_pid" ]] && kill "$agent_pid" 2>/dev/null || true
-	[[ -n "$haproxy_pid" ]] && kill "$haproxy_pid" 2>/dev/null || true
-	rm -rf "$work"
-}
-trap cleanup EXIT
+LOG_PREFIX="transports: "
+RECORD_FILE="$dir/commands.txt"
+. bench/lib.sh
 
-log() { printf '[%s] transports: %s\n' "$(date -u +%H:%M:%S)" "$*" >&2; }
-record() {
-	local q
-	printf -v q '%q ' "$@"
-	printf '%s\n' "${q% }" >>"$dir/commands.txt"
-}
-
-if ! command -v wrk >/dev/null; then
-	log "installing wrk"
-	if [[ $(id -u) == 0 ]]; then
-		apt-get update -qq && apt-get install -y -qq wrk >/dev/null
-	else
-		sudo apt-get update -qq && sudo apt-get install -y -qq wrk >/dev/null
-	fi
-fi
+need_wrk
 for tool in wrk openssl taskset; do
 	command -v "$tool" >/dev/null || {
 		log "$tool is needed"
@@ -144,36 +124,10 @@ start_agent() { # TRANSPORT
 	log "the agent does not answer over $1"
 	return 1
 }
-stop_agent() {
-	kill -TERM "$agent_pid" 2>/dev/null || true
-	wait "$agent_pid" 2>/dev/null || true
-	agent_pid=""
-}
-cpu_of() { awk '{ sub(/.*\) /, ""); print $12 + $13 }' "/proc/$1/stat"; }
-hwm_of() { awk '/^VmHWM:/ { print $2 }' "/proc/$1/status"; }
-wait_port() {
-	for _ in $(seq 200); do
-		if (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; then
-			return 0
-		fi
-		sleep 0.05
-	done
-	return 1
-}
-
 haproxy_config() { # VERSION TRANSPORT
 	local version=$1 tr=$2
+	haproxy_head "$FE_PORT"
 	cat <<CFG
-global
-    nbthread 1
-    maxconn 2000
-defaults
-    mode http
-    timeout connect 5s
-    timeout client 30s
-    timeout server 30s
-frontend fe
-    bind 127.0.0.1:$FE_PORT
     filter spoe engine bench config $out/e2e/spoe.conf
     http-request return status 200 content-type text/plain lf-string "score=%[var(txn.bench.score)] ok=%[var(txn.bench.ok)]" if { var(txn.bench.score) -m found } { var(txn.bench.ok) -m bool }
     http-request return status 500 content-type text/plain lf-string "spoe_error=%[var(txn.bench.spoe_error)] agent_error=%[var(txn.bench.agent_error)]"
