@@ -10,7 +10,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/spoe-forge/spoe-forge/pkg/agent"
 	"github.com/spoe-forge/spoe-forge/pkg/codec"
 	"github.com/stretchr/testify/require"
 )
@@ -19,25 +18,9 @@ import (
 // loopback port until the test ends.
 func startAgent(t *testing.T) string {
 	t.Helper()
-	a := agent.New()
-	a.Message("check-request", func(_ context.Context, m *agent.Message, act *agent.Actions) error {
-		ip, _ := m.IP("ip")
-		path, _ := m.Bytes("path")
-		act.SetInt(agent.ScopeTransaction, "score", int64(len(path)))
-		act.SetBool(agent.ScopeTransaction, "ok", ip.Is4())
-		return nil
-	})
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	require.NoError(t, err)
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		_ = a.Serve(l)
-	}()
-	t.Cleanup(func() {
-		_ = a.Close()
-		<-done
-	})
+	serveBench(t, l)
 	return l.Addr().String()
 }
 
