@@ -168,6 +168,42 @@ func TestAccessLog(t *testing.T) {
 	assert.Equal(t, 4+96/10, len(all), "one success in ten is logged")
 }
 
+// TestAccessLogLevel: Level moves successes to another level (here Debug,
+// below the logger's Info: not written, and nothing built for them);
+// failures stay at Warn.
+func TestAccessLogLevel(t *testing.T) {
+	for _, tc := range []struct {
+		level     zapcore.Level
+		successes int
+	}{
+		{zapcore.DebugLevel, 0},
+		{zapcore.ErrorLevel, 9},
+	} {
+		t.Run(tc.level.String(), func(t *testing.T) {
+			core, logs := observer.New(zapcore.InfoLevel)
+			a := agent.New()
+			a.Use(middleware.AccessLog(zap.New(core), middleware.Level(tc.level)))
+			a.Message("m", func(ctx context.Context, m *agent.Message, act *agent.Actions) error {
+				if id, _ := m.Int("i"); id == 0 {
+					return errors.New("the first fails")
+				}
+				return nil
+			})
+			c := serve(t, a)
+			for i := range 10 {
+				c.Notify(uint64(i), 1, spoptest.Msg{Name: "m", Args: []codec.Arg{spoptest.A("i", codec.Int64(int64(i)))}})
+				c.ReadAck()
+			}
+			byLevel := map[zapcore.Level]int{}
+			for _, e := range logs.FilterMessage("spoe message").All() {
+				byLevel[e.Level]++
+			}
+			assert.Equal(t, 1, byLevel[zapcore.WarnLevel], "the failure")
+			assert.Equal(t, tc.successes, byLevel[tc.level], "the successes")
+		})
+	}
+}
+
 type recTracer struct {
 	mu     sync.Mutex
 	events []string
